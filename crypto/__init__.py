@@ -1,0 +1,1 @@
+"""Pure cryptographic helpers for federation-grade Matrix events."""

@@ -1,0 +1,3 @@
+"""Hearth: a Matrix homeserver on Twisted."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Accounts: registration, login and tokens, devices and sessions, UIA, profiles."""

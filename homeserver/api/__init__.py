@@ -1,0 +1,1 @@
+"""HTTP APIs: client-server (client/) and Synapse-compatible admin (admin/)."""

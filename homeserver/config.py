@@ -1,0 +1,501 @@
+"""Typed configuration read from YAML, with Synapse's key names wherever the concept is the same.
+
+Every key is declared once in ``_SCHEMA`` below; anything not declared stops start-up with a
+message naming the key and the file, and so does a value of the wrong type or range.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import yaml
+
+
+class ConfigError(Exception):
+    """A problem with the configuration file; the message names the file and the key."""
+
+
+# --- value parsers -----------------------------------------------------------------------------
+
+_DURATION_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000,
+                   "w": 7 * 86_400_000, "y": 365 * 86_400_000}
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+
+
+def parse_duration_ms(value: Any) -> int:
+    """'5m', '28d', '1y' or a plain integer of milliseconds, as Synapse reads durations."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as '30s', '5m', '28d' or milliseconds")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return value
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+)\s*(ms|s|m|h|d|w|y)?\s*", value)
+        if m:
+            return int(m.group(1)) * _DURATION_UNITS[m.group(2) or "ms"]
+    raise ValueError("expected a duration such as '30s', '5m', '28d' or milliseconds")
+
+
+def parse_size(value: Any) -> int:
+    """'50M', '10K' or a plain number of bytes, as Synapse reads sizes."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as '50M' or a number of bytes")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+)\s*([KMG]?)B?\s*", value.upper())
+        if m:
+            return int(m.group(1)) * _SIZE_UNITS[m.group(2)]
+    raise ValueError("expected a size such as '50M' or a number of bytes")
+
+
+def _server_name(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("expected a server name such as 'example.com' or 'example.com:8448'")
+    host = r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]{1,255})"
+    if not re.fullmatch(host + r"(:\d{1,5})?", value):
+        raise ValueError("expected a server name such as 'example.com' or 'example.com:8448'")
+    return value
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else _str(value)
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
+def _int(lo: int, hi: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("expected an integer")
+        if not lo <= value <= hi:
+            raise ValueError(f"expected an integer from {lo} to {hi}")
+        return value
+    return parse
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError("expected a non-negative number")
+    return float(value)
+
+
+def _url(value: Any) -> str:
+    if not isinstance(value, str) or not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError("expected an http:// or https:// URL")
+    return value if value.endswith("/") else value + "/"
+
+
+def _path(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("expected a file path")
+    return value
+
+
+def _mapping(value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise ValueError("expected a mapping")
+    return value
+
+
+# --- typed sections ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    port: int
+    bind_addresses: tuple[str, ...]
+    type: str
+    tls: bool
+    x_forwarded: bool
+    resources: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    name: str  # "sqlite3" or "psycopg2"
+    args: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    per_second: float
+    burst_count: float
+
+
+@dataclass(frozen=True)
+class PasswordPolicy:
+    enabled: bool = False
+    minimum_length: int = 0
+    require_digit: bool = False
+    require_symbol: bool = False
+    require_lowercase: bool = False
+    require_uppercase: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    config_path: str
+    server_name: str
+    public_baseurl: str
+    listeners: tuple[ListenerConfig, ...]
+    database: DatabaseConfig
+    signing_key_path: str
+    enable_registration: bool
+    enable_registration_without_verification: bool
+    registration_shared_secret: str | None
+    registration_requires_token: bool
+    allow_guest_access: bool
+    bcrypt_rounds: int
+    password_enabled: bool
+    password_policy: PasswordPolicy
+    max_upload_size: int
+    max_json_body_size: int
+    max_json_depth: int
+    media_store_path: str
+    rc_message: RateLimit
+    rc_registration: RateLimit
+    rc_login_address: RateLimit
+    rc_login_account: RateLimit
+    rc_login_failed_attempts: RateLimit
+    rc_client_ip: RateLimit
+    user_ips_max_age_ms: int
+    refreshable_access_token_lifetime_ms: int
+    refresh_token_lifetime_ms: int | None
+    serve_server_wellknown: bool
+    serve_client_wellknown: bool
+    extra_well_known_client_content: Mapping[str, Any]
+    log_config: str | None
+    pid_file: str | None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def data_dir(self) -> str:
+        return os.path.dirname(os.path.abspath(self.config_path))
+
+
+# --- parsing -----------------------------------------------------------------------------------
+
+_TOP_LEVEL: dict[str, tuple[Callable[[Any], Any], Any]] = {
+    # key: (parser, default); a default of ... means required.
+    "server_name": (_server_name, ...),
+    "public_baseurl": (_url, None),
+    "listeners": (lambda v: v, None),
+    "database": (lambda v: v, None),
+    "signing_key_path": (_path, None),
+    "enable_registration": (_bool, False),
+    "enable_registration_without_verification": (_bool, False),
+    "registration_shared_secret": (_opt_str, None),
+    "registration_requires_token": (_bool, False),
+    "allow_guest_access": (_bool, False),
+    "bcrypt_rounds": (_int(4, 31), 12),
+    "password_config": (_mapping, {}),
+    "max_upload_size": (parse_size, "50M"),
+    "max_json_body_size": (parse_size, "1M"),
+    "max_json_depth": (_int(2, 1000), 100),
+    "media_store_path": (_path, None),
+    "rc_message": (_mapping, {}),
+    "rc_registration": (_mapping, {}),
+    "rc_login": (_mapping, {}),
+    "rc_client_ip": (_mapping, {}),
+    "user_ips_max_age": (parse_duration_ms, "365d"),
+    "refreshable_access_token_lifetime": (parse_duration_ms, "5m"),
+    "refresh_token_lifetime": (lambda v: None if v is None else parse_duration_ms(v), None),
+    "serve_server_wellknown": (_bool, False),
+    "serve_client_wellknown": (_bool, True),
+    "extra_well_known_client_content": (_mapping, {}),
+    "log_config": (_opt_str, None),
+    "pid_file": (_opt_str, None),
+    "report_stats": (_bool, False),
+}
+
+_RATE_DEFAULTS = {
+    "rc_message": {"per_second": 0.2, "burst_count": 10},
+    "rc_registration": {"per_second": 0.17, "burst_count": 3},
+    "rc_login.address": {"per_second": 0.003, "burst_count": 5},
+    "rc_login.account": {"per_second": 0.003, "burst_count": 5},
+    "rc_login.failed_attempts": {"per_second": 0.17, "burst_count": 3},
+    "rc_client_ip": {"per_second": 50, "burst_count": 200},
+}
+
+_LISTENER_KEYS = {"port", "bind_addresses", "type", "tls", "x_forwarded", "resources"}
+_RESOURCE_NAMES = {"client", "federation", "keys", "media", "openid", "health"}
+
+
+class _Reader:
+    """Walks the YAML tree, producing errors that name the file and the dotted key."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def fail(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.path}: '{key}': {message}")
+
+    def unknown(self, key: str, known: set[str]) -> ConfigError:
+        guess = difflib.get_close_matches(key.rsplit(".", 1)[-1], sorted(known), n=1)
+        hint = f" (did you mean '{guess[0]}'?)" if guess else ""
+        return ConfigError(f"{self.path}: unknown key '{key}'{hint}")
+
+    def parse(self, key: str, parser: Callable[[Any], Any], value: Any) -> Any:
+        try:
+            return parser(value)
+        except ValueError as e:
+            raise self.fail(key, str(e)) from None
+
+    def rate_limit(self, key: str, value: Any) -> RateLimit:
+        default = _RATE_DEFAULTS[key]
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise self.fail(key, "expected a mapping with per_second and burst_count")
+        for k in value:
+            if k not in ("per_second", "burst_count"):
+                raise self.unknown(f"{key}.{k}", {"per_second", "burst_count"})
+        per_second = self.parse(f"{key}.per_second", _number, value.get("per_second", default["per_second"]))
+        burst = self.parse(f"{key}.burst_count", _number, value.get("burst_count", default["burst_count"]))
+        return RateLimit(per_second, burst)
+
+    def listeners(self, value: Any) -> tuple[ListenerConfig, ...]:
+        if value is None:
+            value = [{"port": 8008, "bind_addresses": ["127.0.0.1"], "type": "http",
+                      "resources": [{"names": ["client", "federation"]}]}]
+        if not isinstance(value, list) or not value:
+            raise self.fail("listeners", "expected a non-empty list of listeners")
+        out = []
+        for i, item in enumerate(value):
+            key = f"listeners[{i}]"
+            if not isinstance(item, dict):
+                raise self.fail(key, "expected a mapping")
+            for k in item:
+                if k not in _LISTENER_KEYS:
+                    raise self.unknown(f"{key}.{k}", _LISTENER_KEYS)
+            port = self.parse(f"{key}.port", _int(0, 65535), item.get("port", ...))
+            binds = item.get("bind_addresses", ["127.0.0.1"])
+            if not isinstance(binds, list) or not binds or not all(isinstance(b, str) for b in binds):
+                raise self.fail(f"{key}.bind_addresses", "expected a non-empty list of addresses")
+            ltype = item.get("type", "http")
+            if ltype != "http":
+                raise self.fail(f"{key}.type", "only 'http' listeners are supported")
+            tls = self.parse(f"{key}.tls", _bool, item.get("tls", False))
+            xff = self.parse(f"{key}.x_forwarded", _bool, item.get("x_forwarded", False))
+            names: list[str] = []
+            resources = item.get("resources", [{"names": ["client"]}])
+            if not isinstance(resources, list):
+                raise self.fail(f"{key}.resources", "expected a list")
+            for j, res in enumerate(resources):
+                rkey = f"{key}.resources[{j}]"
+                if not isinstance(res, dict) or not isinstance(res.get("names"), list):
+                    raise self.fail(rkey, "expected a mapping with a 'names' list")
+                for k in res:
+                    if k not in ("names", "compress"):
+                        raise self.unknown(f"{rkey}.{k}", {"names", "compress"})
+                for name in res["names"]:
+                    if name not in _RESOURCE_NAMES:
+                        raise self.fail(f"{rkey}.names", f"unknown resource {name!r}; "
+                                        f"expected some of {sorted(_RESOURCE_NAMES)}")
+                    names.append(name)
+            out.append(ListenerConfig(port, tuple(binds), ltype, tls, xff, tuple(names)))
+        return tuple(out)
+
+    def database(self, value: Any, data_dir: str) -> DatabaseConfig:
+        if value is None:
+            value = {"name": "sqlite3", "args": {"database": "homeserver.db"}}
+        if not isinstance(value, dict):
+            raise self.fail("database", "expected a mapping with 'name' and 'args'")
+        for k in value:
+            if k not in ("name", "args", "allow_unsafe_locale", "txn_limit"):
+                raise self.unknown(f"database.{k}", {"name", "args"})
+        name = value.get("name")
+        if name not in ("sqlite3", "psycopg2"):
+            raise self.fail("database.name", "expected 'sqlite3' or 'psycopg2'")
+        args = value.get("args", {})
+        if not isinstance(args, dict):
+            raise self.fail("database.args", "expected a mapping")
+        args = dict(args)
+        if name == "sqlite3":
+            for k in args:
+                if k not in ("database", "cp_min", "cp_max"):
+                    raise self.unknown(f"database.args.{k}", {"database"})
+            db = self.parse("database.args.database", _path, args.get("database", "homeserver.db"))
+            if db != ":memory:" and not os.path.isabs(db):
+                db = os.path.join(data_dir, db)
+            args["database"] = db
+        else:
+            allowed = {"user", "password", "database", "dbname", "host", "port", "cp_min", "cp_max",
+                       "sslmode", "keepalives_idle", "keepalives_interval", "keepalives_count",
+                       "application_name", "connect_timeout"}
+            for k in args:
+                if k not in allowed:
+                    raise self.unknown(f"database.args.{k}", allowed)
+            for k in ("cp_min", "cp_max"):
+                if k in args:
+                    self.parse(f"database.args.{k}", _int(1, 100), args[k])
+            if "port" in args:
+                self.parse("database.args.port", _int(1, 65535), args["port"])
+        return DatabaseConfig(name, args)
+
+    def password_config(self, value: dict) -> tuple[bool, PasswordPolicy]:
+        for k in value:
+            if k not in ("enabled", "policy", "localdb_enabled"):
+                raise self.unknown(f"password_config.{k}", {"enabled", "policy"})
+        enabled = self.parse("password_config.enabled", _bool, value.get("enabled", True))
+        policy = value.get("policy") or {}
+        if not isinstance(policy, dict):
+            raise self.fail("password_config.policy", "expected a mapping")
+        fields = {"enabled": _bool, "minimum_length": _int(0, 1024), "require_digit": _bool,
+                  "require_symbol": _bool, "require_lowercase": _bool, "require_uppercase": _bool}
+        parsed = {}
+        for k, v in policy.items():
+            if k not in fields:
+                raise self.unknown(f"password_config.policy.{k}", set(fields))
+            parsed[k] = self.parse(f"password_config.policy.{k}", fields[k], v)
+        return enabled, PasswordPolicy(**parsed)
+
+
+def parse_config(raw: Any, path: str) -> Config:
+    """Validate a loaded YAML document and build the typed Config."""
+    r = _Reader(path)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping at the top level")
+    for key in raw:
+        if key not in _TOP_LEVEL:
+            raise r.unknown(str(key), set(_TOP_LEVEL))
+    values: dict[str, Any] = {}
+    for key, (parser, default) in _TOP_LEVEL.items():
+        if key in raw:
+            values[key] = r.parse(key, parser, raw[key])
+        elif default is ...:
+            raise r.fail(key, "is required")
+        elif default is None:
+            values[key] = None
+        else:
+            values[key] = r.parse(key, parser, default)
+    data_dir = os.path.dirname(os.path.abspath(path))
+    server_name = values["server_name"]
+
+    def in_data_dir(p: str | None, default: str) -> str:
+        p = p or default
+        return p if os.path.isabs(p) else os.path.join(data_dir, p)
+
+    rc_login = values["rc_login"]
+    for k in rc_login:
+        if k not in ("address", "account", "failed_attempts"):
+            raise r.unknown(f"rc_login.{k}", {"address", "account", "failed_attempts"})
+    password_enabled, policy = r.password_config(values["password_config"])
+    return Config(
+        config_path=os.path.abspath(path),
+        server_name=server_name,
+        public_baseurl=values["public_baseurl"] or f"https://{server_name}/",
+        listeners=r.listeners(values["listeners"]),
+        database=r.database(values["database"], data_dir),
+        signing_key_path=in_data_dir(values["signing_key_path"], f"{server_name}.signing.key"),
+        enable_registration=values["enable_registration"],
+        enable_registration_without_verification=values["enable_registration_without_verification"],
+        registration_shared_secret=values["registration_shared_secret"],
+        registration_requires_token=values["registration_requires_token"],
+        allow_guest_access=values["allow_guest_access"],
+        bcrypt_rounds=values["bcrypt_rounds"],
+        password_enabled=password_enabled,
+        password_policy=policy,
+        max_upload_size=values["max_upload_size"],
+        max_json_body_size=values["max_json_body_size"],
+        max_json_depth=values["max_json_depth"],
+        media_store_path=in_data_dir(values["media_store_path"], "media_store"),
+        rc_message=r.rate_limit("rc_message", values["rc_message"]),
+        rc_registration=r.rate_limit("rc_registration", values["rc_registration"]),
+        rc_login_address=r.rate_limit("rc_login.address", rc_login.get("address")),
+        rc_login_account=r.rate_limit("rc_login.account", rc_login.get("account")),
+        rc_login_failed_attempts=r.rate_limit("rc_login.failed_attempts", rc_login.get("failed_attempts")),
+        rc_client_ip=r.rate_limit("rc_client_ip", values["rc_client_ip"]),
+        user_ips_max_age_ms=values["user_ips_max_age"],
+        refreshable_access_token_lifetime_ms=values["refreshable_access_token_lifetime"],
+        refresh_token_lifetime_ms=values["refresh_token_lifetime"],
+        serve_server_wellknown=values["serve_server_wellknown"],
+        serve_client_wellknown=values["serve_client_wellknown"],
+        extra_well_known_client_content=values["extra_well_known_client_content"],
+        log_config=values["log_config"],
+        pid_file=values["pid_file"],
+    )
+
+
+def load_config(path: str) -> Config:
+    """Read and validate the YAML file at ``path``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file (create one with --generate-config)") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    return parse_config(raw, path)
+
+
+def generate_config_text(server_name: str, *, registration_shared_secret: str,
+                         public_baseurl: str | None = None, port: int = 8008) -> str:
+    """The commented homeserver.yaml written by --generate-config and on first run."""
+    _server_name(server_name)
+    baseurl = public_baseurl or f"http://127.0.0.1:{port}/"
+    return f"""\
+# Hearth homeserver configuration. Key names follow Synapse's where the concept is the same;
+# docs/CONFIG.md describes every key. Relative paths are relative to this file's folder.
+
+server_name: "{server_name}"
+public_baseurl: "{baseurl}"
+
+listeners:
+  - port: {port}
+    bind_addresses: ["127.0.0.1"]
+    type: http
+    x_forwarded: false
+    resources:
+      - names: [client, federation]
+
+database:
+  name: sqlite3
+  args:
+    database: homeserver.db
+# For PostgreSQL:
+#database:
+#  name: psycopg2
+#  args:
+#    user: hearth
+#    password: secret
+#    database: hearth
+#    host: 127.0.0.1
+#    cp_min: 5
+#    cp_max: 10
+
+signing_key_path: "{server_name}.signing.key"
+media_store_path: media_store
+
+# Registration is closed by default. Open registration with no email and no token needs both:
+enable_registration: false
+#enable_registration_without_verification: true
+registration_requires_token: false
+# Shared-secret registration, used by register_new_matrix_user to create admins:
+registration_shared_secret: "{registration_shared_secret}"
+
+bcrypt_rounds: 12
+max_upload_size: 50M
+
+# IP addresses and user agents of sessions are kept at most this long:
+user_ips_max_age: 365d
+"""

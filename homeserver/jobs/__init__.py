@@ -1,0 +1,1 @@
+"""Background jobs: periodic work such as flushing and purging records."""

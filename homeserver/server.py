@@ -1,0 +1,158 @@
+"""The composition root: builds every service explicitly and starts the listeners.
+
+There is no service locator: each object gets what it needs through its constructor, here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer, endpoints
+
+from crypto.keys import SigningKey, format_signing_key_file, generate_signing_key, parse_signing_key_file
+from crypto.room_versions import DEFAULT_ROOM_VERSION, KNOWN_ROOM_VERSIONS
+from homeserver.accounts.auth import Authenticator
+from homeserver.accounts.client_ips import FLUSH_INTERVAL_S, ClientIpTracker
+from homeserver.accounts.deactivation import DeactivationService
+from homeserver.accounts.profiles import ProfileService
+from homeserver.accounts.registration import RegistrationService
+from homeserver.accounts.sessions import SessionService
+from homeserver.accounts.uia import SESSION_LIFETIME_MS, UserInteractiveAuth
+from homeserver.api.admin.users import AdminUsersApi
+from homeserver.api.client.account import AccountApi
+from homeserver.api.client.devices import DevicesApi
+from homeserver.api.client.login import LoginApi
+from homeserver.api.client.profile import ProfileApi
+from homeserver.api.client.register import RegisterApi
+from homeserver.api.client.versions import VersionsApi
+from homeserver.clock import Clock
+from homeserver.config import Config
+from homeserver.http.ratelimit import RateLimiter
+from homeserver.http.router import Router
+from homeserver.http.site import MatrixResource, make_site
+from homeserver.jobs.scheduler import Scheduler
+from storage.accounts import AccountStore
+from storage.client_ips import ClientIpStore
+from storage.database import Database
+from storage.engines import create_engine
+from storage.migrations import prepare_database
+from storage.profiles import ProfileStore
+from storage.registration_tokens import RegistrationTokenStore
+from storage.uia import UiaStore
+
+logger = logging.getLogger(__name__)
+
+
+def load_or_create_signing_key(path: str) -> SigningKey:
+    """Read the server's ed25519 key, generating one (Synapse's file format) on first run."""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            keys = parse_signing_key_file(f.read())
+        if not keys:
+            raise ValueError(f"{path}: no signing key in file")
+        return keys[0]
+    key = generate_signing_key()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(format_signing_key_file([key]))
+    logger.info("generated a new signing key in %s", path)
+    return key
+
+
+@dataclass
+class HomeServer:
+    """What start-up built; kept for shutdown and for tests that run in-process."""
+    config: Config
+    db: Database
+    router: Router
+    site: Any
+    scheduler: Scheduler
+    ports: list[Any]
+    ip_tracker: ClientIpTracker
+
+
+def build_router(config: Config, db: Database, clock: Clock) -> tuple[Router, MatrixResource, Scheduler,
+                                                                       ClientIpTracker]:
+    accounts = AccountStore(db)
+    profiles_store = ProfileStore(db)
+    ip_store = ClientIpStore(db)
+    uia_store = UiaStore(db)
+    token_store = RegistrationTokenStore(db)
+
+    ips = ClientIpTracker(ip_store, clock, config.user_ips_max_age_ms)
+    auth = Authenticator(accounts, clock, ips)
+    sessions = SessionService(accounts, clock, ips, config.refreshable_access_token_lifetime_ms,
+                              config.refresh_token_lifetime_ms)
+    registration = RegistrationService(accounts, profiles_store, clock, config.server_name,
+                                       config.bcrypt_rounds, config.password_policy)
+    uia = UserInteractiveAuth(uia_store, accounts, token_store, clock, config.server_name)
+    deactivation = DeactivationService(accounts, profiles_store, sessions, ips, clock)
+    profiles = ProfileService(profiles_store, accounts, config.server_name)
+
+    router = Router()
+    room_versions = {v: "stable" for v in KNOWN_ROOM_VERSIONS}
+    VersionsApi(config, room_versions, DEFAULT_ROOM_VERSION).register(router)
+    RegisterApi(config, registration, sessions, uia, token_store,
+                RateLimiter(config.rc_registration)).register(router)
+    LoginApi(config, accounts, sessions, RateLimiter(config.rc_login_address),
+             RateLimiter(config.rc_login_account),
+             RateLimiter(config.rc_login_failed_attempts)).register(router)
+    AccountApi(config, registration, sessions, deactivation, uia).register(router)
+    DevicesApi(sessions, uia).register(router)
+    ProfileApi(profiles).register(router)
+    AdminUsersApi(config, registration, sessions, accounts, ip_store, ips, clock).register(router)
+
+    resource = MatrixResource(router, auth, RateLimiter(config.rc_client_ip),
+                              x_forwarded=any(lis.x_forwarded for lis in config.listeners),
+                              max_json_depth=config.max_json_depth)
+
+    scheduler = Scheduler(clock)
+    scheduler.every("flush client IPs", FLUSH_INTERVAL_S, ips.flush)
+    purge_interval = min(3600.0, max(1.0, config.user_ips_max_age_ms / 2000))
+    scheduler.every("purge old IP records", purge_interval, ips.purge_expired, now=True)
+    scheduler.every("expire UIA sessions", 3600.0,
+                    lambda: uia_store.delete_older_than(clock.time_msec() - SESSION_LIFETIME_MS))
+    scheduler.at_shutdown("flush client IPs", ips.flush)
+    return router, resource, scheduler, ips
+
+
+def check_startup_config(config: Config) -> None:
+    """Refuse combinations Synapse refuses too, with the reason."""
+    if (config.enable_registration and not config.enable_registration_without_verification
+            and not config.registration_requires_token):
+        raise ValueError(
+            f"{config.config_path}: 'enable_registration' is on with no verification: this server "
+            "has no email verification, so also set 'enable_registration_without_verification: true' "
+            "(anyone can register) or 'registration_requires_token: true'")
+
+
+async def start(config: Config, reactor: Any) -> HomeServer:
+    """Open the database, apply migrations, build the services and listen."""
+    check_startup_config(config)
+    load_or_create_signing_key(config.signing_key_path)
+    os.makedirs(config.media_store_path, exist_ok=True)
+    clock = Clock(reactor)
+    db = Database(create_engine(config.database.name, config.database.args), reactor)
+    db.start()
+    applied = await prepare_database(db)
+    if applied:
+        logger.info("database schema migrated: %s", ", ".join(applied))
+    router, resource, scheduler, ips = build_router(config, db, clock)
+    site = make_site(resource, config.max_json_body_size, config.max_upload_size)
+    ports = []
+    for lis in config.listeners:
+        for addr in lis.bind_addresses:
+            interface = addr if ":" not in addr else addr.strip("[]")
+            ep = endpoints.TCP4ServerEndpoint(reactor, lis.port, interface=interface) \
+                if ":" not in interface else endpoints.TCP6ServerEndpoint(reactor, lis.port, interface=interface)
+            port = await ep.listen(site)
+            ports.append(port)
+            host = port.getHost()
+            logger.info("listening on http://%s:%d/ (%s)", addr, host.port, ", ".join(lis.resources))
+    scheduler.start()
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.ensureDeferred(scheduler.stop()))
+    return HomeServer(config, db, router, site, scheduler, ports, ips)

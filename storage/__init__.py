@@ -1,0 +1,1 @@
+"""Storage: one database API over SQLite and PostgreSQL, migrations, one store per domain; SQL lives only here."""
