@@ -1,0 +1,73 @@
+"""Shared fixtures: servers on both engines, clients, and databases for storage tests."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable, Iterator
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tests.harness import ENGINES, Client, PostgresMissing, ServerProcess, check_postgres  # noqa: E402
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # The PostgreSQL half of the suite never skips: a missing server fails the run loudly.
+    try:
+        check_postgres()
+    except PostgresMissing as e:
+        pytest.exit(str(e), returncode=3)
+
+
+def _assert_clean(server: ServerProcess) -> None:
+    tbs = server.tracebacks()
+    assert not tbs, f"server log of {server.engine} has tracebacks:\n" + "\n---\n".join(tbs)
+
+
+@pytest.fixture(scope="session", params=ENGINES)
+def server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    """One long-lived server per engine, shared by the tests that need no special config."""
+    srv = ServerProcess(request.param).start()
+    yield srv
+    try:
+        _assert_clean(srv)
+    finally:
+        srv.cleanup()
+
+
+@pytest.fixture
+def client(server: ServerProcess) -> Client:
+    return server.client()
+
+
+@pytest.fixture
+def user(server: ServerProcess) -> Client:
+    """A freshly registered user, logged in."""
+    c = server.client()
+    c.register()
+    return c
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def make_server(engine: str) -> Iterator[Callable[..., ServerProcess]]:
+    """Start servers with config overrides on the parametrized engine; stopped after the test."""
+    started: list[ServerProcess] = []
+
+    def make(overrides: dict[str, Any] | None = None, start: bool = True) -> ServerProcess:
+        srv = ServerProcess(engine, overrides)
+        started.append(srv)
+        return srv.start() if start else srv
+
+    yield make
+    for srv in started:
+        try:
+            _assert_clean(srv)
+        finally:
+            srv.cleanup()
