@@ -21,6 +21,7 @@ from homeserver.accounts.profiles import ProfileService
 from homeserver.accounts.registration import RegistrationService
 from homeserver.accounts.sessions import SessionService
 from homeserver.accounts.uia import SESSION_LIFETIME_MS, UserInteractiveAuth
+from homeserver.api.admin.registration_tokens import AdminRegistrationTokensApi
 from homeserver.api.admin.users import AdminUsersApi
 from homeserver.api.client.account import AccountApi
 from homeserver.api.client.devices import DevicesApi
@@ -105,6 +106,7 @@ def build_router(config: Config, db: Database, clock: Clock) -> tuple[Router, Ma
     DevicesApi(sessions, uia).register(router)
     ProfileApi(profiles).register(router)
     AdminUsersApi(config, registration, sessions, accounts, ip_store, ips, clock).register(router)
+    AdminRegistrationTokensApi(token_store, clock).register(router)
 
     resource = MatrixResource(router, auth, RateLimiter(config.rc_client_ip),
                               x_forwarded=any(lis.x_forwarded for lis in config.listeners),

@@ -164,6 +164,22 @@ class ServerProcess:
     def client(self, validate: bool = True) -> "Client":
         return Client(self.base_url, validate=validate)
 
+    def admin(self, password: str = "correct horse battery") -> "Client":
+        """A new server admin, created through shared-secret registration."""
+        import hashlib
+        import hmac
+        c = self.client()
+        nonce = c.get("/_synapse/admin/v1/register").json()["nonce"]
+        username = "admin" + uuid.uuid4().hex[:8]
+        mac = hmac.new(SHARED_SECRET.encode(), f"{nonce}\0{username}\0{password}\0admin".encode(),
+                       hashlib.sha1).hexdigest()
+        r = c.post("/_synapse/admin/v1/register", {"nonce": nonce, "username": username,
+                                                    "password": password, "admin": True, "mac": mac})
+        assert r.status_code == 200, r.text
+        out = r.json()
+        c.token, c.user_id, c.device_id = out["access_token"], out["user_id"], out["device_id"]
+        return c
+
 
 class Client:
     """requests with Matrix conveniences; every response is checked against the spec's schemas."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from tests.harness import SHARED_SECRET, Client, ServerProcess
+from tests.harness import Client, ServerProcess
 
 PW = "correct horse battery"
 
@@ -159,7 +159,7 @@ def test_delete_devices_bulk(user: Client) -> None:
 
 def test_ip_records_are_purged_after_max_age(make_server) -> None:
     srv = make_server({"user_ips_max_age": "2s"})
-    admin = _admin(srv)
+    admin = srv.admin()
     c = srv.client()
     c.register()
     c.get("account/whoami", headers={"User-Agent": "Tracked/1"})
@@ -173,19 +173,6 @@ def test_ip_records_are_purged_after_max_age(make_server) -> None:
             break
         time.sleep(0.5)
     assert who["devices"] == {}, who
-
-
-def _admin(srv: ServerProcess) -> Client:
-    import hashlib
-    import hmac
-    c = srv.client()
-    nonce = c.get("/_synapse/admin/v1/register").json()["nonce"]
-    u = name()
-    mac = hmac.new(SHARED_SECRET.encode(), f"{nonce}\0{u}\0{PW}\0admin".encode(), hashlib.sha1)
-    out = c.post("/_synapse/admin/v1/register", {"nonce": nonce, "username": u, "password": PW,
-                                                  "admin": True, "mac": mac.hexdigest()}).json()
-    c.token, c.user_id = out["access_token"], out["user_id"]
-    return c
 
 
 # --- profiles ---------------------------------------------------------------------------------

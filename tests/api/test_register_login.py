@@ -183,15 +183,15 @@ def test_registration_token_flow(make_server) -> None:
     srv = make_server({"registration_requires_token": True,
                        "enable_registration_without_verification": False})
     c = srv.client()
-    # Create a token straight in the database through the admin flow is issue-later; use SQL.
-    admin = srv.client()
+    admin = srv.admin()
     r = c.post("register", {"username": name(), "password": "pw"}, token=None)
     assert r.json()["flows"] == [{"stages": ["m.login.registration_token"]}]
     session = r.json()["session"]
     r = c.post("register", {"auth": {"type": "m.login.registration_token", "token": "nope",
                                      "session": session}}, token=None)
     assert r.status_code == 401 and r.json()["errcode"] == "M_FORBIDDEN"
-    _insert_token(srv, "letmein", uses=1)
+    r = admin.post("/_synapse/admin/v1/registration_tokens/new", {"token": "letmein", "uses_allowed": 1})
+    assert r.status_code == 200 and r.json()["pending"] == 0, r.text
     v = c.get("/_matrix/client/v1/register/m.login.registration_token/validity",
               params={"token": "letmein"}, token=None)
     assert v.json() == {"valid": True}
@@ -199,30 +199,13 @@ def test_registration_token_flow(make_server) -> None:
                                      "session": session}}, token=None)
     assert r.status_code == 200, r.text
     # One use allowed: it is spent now.
-    r2 = admin.post("register", {"username": name(), "password": "pw",
+    r2 = srv.client().post("register", {"username": name(), "password": "pw",
                                  "auth": {"type": "m.login.registration_token", "token": "letmein"}},
                     token=None)
     assert r2.status_code == 401 and r2.json()["errcode"] == "M_FORBIDDEN"
     v = c.get("/_matrix/client/v1/register/m.login.registration_token/validity",
               params={"token": "letmein"}, token=None)
     assert v.json() == {"valid": False}
-
-
-def _insert_token(srv: ServerProcess, token: str, uses: int | None) -> None:
-    if srv.engine == "sqlite":
-        import sqlite3
-        conn = sqlite3.connect(srv.config["database"]["args"]["database"])
-        conn.execute("INSERT INTO registration_tokens (token, uses_allowed) VALUES (?, ?)", (token, uses))
-        conn.commit()
-        conn.close()
-    else:
-        import psycopg2
-        from tests.harness import PG
-        conn = psycopg2.connect(dbname=srv.pg_name, **PG)
-        with conn, conn.cursor() as cur:
-            cur.execute("INSERT INTO registration_tokens (token, uses_allowed) VALUES (%s, %s)",
-                        (token, uses))
-        conn.close()
 
 
 def test_open_registration_without_verification_refuses_to_start(make_server) -> None:
@@ -232,3 +215,22 @@ def test_open_registration_without_verification_refuses_to_start(make_server) ->
         raise AssertionError("server started with unverified open registration")
     except RuntimeError as e:
         assert "enable_registration_without_verification" in str(e)
+
+
+def test_admin_registration_token_api(make_server) -> None:
+    srv = make_server()
+    admin, plain = srv.admin(), srv.client()
+    plain.register()
+    base = "/_synapse/admin/v1/registration_tokens"
+    assert plain.get(base).status_code == 403
+    made = admin.post(base + "/new", {"uses_allowed": 2, "length": 20}).json()
+    assert len(made["token"]) == 20 and made["uses_allowed"] == 2 and made["completed"] == 0
+    assert admin.post(base + "/new", {"token": made["token"]}).status_code == 400
+    assert admin.post(base + "/new", {"token": "bad token!"}).status_code == 400
+    r = admin.put(f"{base}/{made['token']}", {"uses_allowed": 0})
+    assert r.json()["uses_allowed"] == 0
+    assert [t["token"] for t in admin.get(base, params={"valid": "false"}).json()["registration_tokens"]] \
+        == [made["token"]]
+    assert admin.get(base, params={"valid": "true"}).json()["registration_tokens"] == []
+    assert admin.delete(f"{base}/{made['token']}").status_code == 200
+    assert admin.get(f"{base}/{made['token']}").status_code == 404
