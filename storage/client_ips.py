@@ -16,10 +16,14 @@ class ClientIpStore:
         rows = list(rows)
 
         def fn(txn: Transaction) -> None:
+            # Only sessions that still exist: a device revoked after the sighting leaves no trace.
             txn.executemany(
                 "INSERT INTO user_ips (user_id, device_id, ip, user_agent, last_seen_ts)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, device_id, ip, user_agent)"
-                " DO UPDATE SET last_seen_ts = excluded.last_seen_ts", rows)
+                " SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM devices d"
+                " WHERE d.user_id = ? AND d.device_id = ?)"
+                " ON CONFLICT (user_id, device_id, ip, user_agent)"
+                " DO UPDATE SET last_seen_ts = excluded.last_seen_ts",
+                [(u, d, ip, ua, ts, u, d) for u, d, ip, ua, ts in rows])
             txn.executemany(
                 "UPDATE devices SET last_seen_ip = ?, last_seen_user_agent = ?, last_seen_ts = ?"
                 " WHERE user_id = ? AND device_id = ?"

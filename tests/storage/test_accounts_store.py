@@ -139,3 +139,12 @@ async def test_registration_token_uses_are_never_overbooked(db: Database) -> Non
     assert await t.is_valid("tok", 0)
     await t.create("old", None, 10)
     assert not await t.try_reserve("old", 11)
+
+
+@pytest_twisted.ensureDeferred
+async def test_sightings_of_revoked_devices_are_not_written(db: Database) -> None:
+    s, ips = AccountStore(db), ClientIpStore(db)
+    await s.create_user("@g:x", "h", 1)
+    await s.upsert_device("@g:x", "KEEP", None, 1)
+    await ips.record_batch([("@g:x", "GONE", "1.1.1.1", "ua", 5), ("@g:x", "KEEP", "2.2.2.2", "ua", 5)])
+    assert await ips.get_for_user("@g:x") == [("KEEP", "2.2.2.2", "ua", 5)]
