@@ -1,0 +1,1 @@
+"""Rooms: events (PDUs), authorization rules, state resolution and who can see what."""
