@@ -62,8 +62,12 @@ class SessionService:
                               f"Device display name is longer than {MAX_DEVICE_NAME_LENGTH} characters")
 
     async def create_session(self, user_id: str, device_id: str | None, display_name: str | None,
-                             *, refreshable: bool, record_login: bool = True) -> LoginResult:
-        """Create (or reuse) a device and issue its tokens."""
+                             *, refreshable: bool, record_login: bool = True,
+                             seen_from: tuple[str, str] | None = None) -> LoginResult:
+        """Create (or reuse) a device and issue its tokens.
+
+        ``seen_from`` is the (IP, user agent) of the login request: the device's first sighting.
+        """
         self.check_device_id(device_id)
         self.check_display_name(display_name)
         now = self.clock.time_msec()
@@ -83,6 +87,8 @@ class SessionService:
             await self.store.add_access_token(token_digest(access), user_id, device_id, now)
         if record_login:
             await self.store.set_last_login(user_id, now)
+        if seen_from is not None:
+            self.ips.record(user_id, device_id, *seen_from)
         return LoginResult(user_id, device_id, access, refresh, expires_in)
 
     async def refresh(self, refresh_token: str) -> tuple[str, str, int]:

@@ -91,7 +91,8 @@ class AdminUsersApi:
             raise MatrixError(403, "M_FORBIDDEN", "HMAC incorrect")
         user_id = await self.registration.register(username.lower(), password, admin=admin,
                                                    displayname=displayname, user_type=user_type)
-        result = await self.sessions.create_session(user_id, None, None, refreshable=False)
+        result = await self.sessions.create_session(user_id, None, None, refreshable=False,
+                                                    seen_from=(req.ip, req.user_agent))
         return 200, {"user_id": user_id, "access_token": result.access_token,
                      "device_id": result.device_id, "home_server": self.config.server_name}
 

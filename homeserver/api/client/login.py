@@ -61,7 +61,8 @@ class LoginApi:
         if user.deactivated:
             raise MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated")
         result = await self.sessions.create_session(user.user_id, device_id, display_name,
-                                                    refreshable=refreshable)
+                                                    refreshable=refreshable,
+                                                    seen_from=(req.ip, req.user_agent))
         out = result.to_json(self.config.server_name)
         out["well_known"] = {"m.homeserver": {"base_url": self.config.public_baseurl}}
         return 200, out

@@ -98,7 +98,8 @@ class RegisterApi:
             return 200, {"user_id": user_id, "home_server": self.config.server_name}
         result = await self.sessions.create_session(
             user_id, params.str("device_id"), params.str("initial_device_display_name"),
-            refreshable=params.bool("refresh_token", default=False))
+            refreshable=params.bool("refresh_token", default=False),
+            seen_from=(req.ip, req.user_agent))
         return 200, result.to_json(self.config.server_name)
 
     async def _generate_localpart(self) -> str:
@@ -116,5 +117,5 @@ class RegisterApi:
         user_id = await self.registration.register_guest()
         result = await self.sessions.create_session(
             user_id, None, body.str("initial_device_display_name"),
-            refreshable=body.bool("refresh_token", default=False))
+            refreshable=body.bool("refresh_token", default=False), seen_from=(req.ip, req.user_agent))
         return 200, result.to_json(self.config.server_name)
