@@ -26,8 +26,10 @@ from homeserver.api.admin.users import AdminUsersApi
 from homeserver.api.client.account import AccountApi
 from homeserver.api.client.devices import DevicesApi
 from homeserver.api.client.login import LoginApi
+from homeserver.api.client.membership import MembershipApi
 from homeserver.api.client.profile import ProfileApi
 from homeserver.api.client.register import RegisterApi
+from homeserver.api.client.rooms import RoomsApi
 from homeserver.api.client.versions import VersionsApi
 from homeserver.clock import Clock
 from homeserver.config import Config
@@ -35,9 +37,17 @@ from homeserver.http.ratelimit import RateLimiter
 from homeserver.http.router import Router
 from homeserver.http.site import MatrixResource, make_site
 from homeserver.jobs.scheduler import Scheduler
+from homeserver.rooms.builder import EventBuilder
+from homeserver.rooms.creator import EventCreator
+from homeserver.rooms.serialize import ClientSerializer
+from homeserver.rooms.service import RoomService
+from homeserver.rooms.state_res import resolve_state
+from homeserver.rooms.visibility import Visibility
 from storage.accounts import AccountStore
 from storage.client_ips import ClientIpStore
 from storage.database import Database
+from storage.directory import DirectoryStore
+from storage.events import EventStore
 from storage.engines import create_engine
 from storage.migrations import prepare_database
 from storage.profiles import ProfileStore
@@ -76,8 +86,8 @@ class HomeServer:
     ip_tracker: ClientIpTracker
 
 
-def build_router(config: Config, db: Database, clock: Clock) -> tuple[Router, MatrixResource, Scheduler,
-                                                                       ClientIpTracker]:
+async def build_router(config: Config, db: Database, clock: Clock, signing_key: SigningKey
+                       ) -> tuple[Router, MatrixResource, Scheduler, ClientIpTracker]:
     accounts = AccountStore(db)
     profiles_store = ProfileStore(db)
     ip_store = ClientIpStore(db)
@@ -94,6 +104,18 @@ def build_router(config: Config, db: Database, clock: Clock) -> tuple[Router, Ma
     deactivation = DeactivationService(accounts, profiles_store, sessions, ips, clock)
     profiles = ProfileService(profiles_store, accounts, config.server_name)
 
+    events = EventStore(db)
+    await events.load()
+    directory = DirectoryStore(db)
+
+    async def resolve(rv, states):  # type: ignore[no-untyped-def]
+        return await resolve_state(rv, states, events.get_events)
+
+    creator = EventCreator(events, EventBuilder(config.server_name, signing_key), clock, resolve)
+    rooms = RoomService(events, creator, profiles_store, directory, config.server_name)
+    visibility = Visibility(events)
+    serializer = ClientSerializer(events, clock.time_msec)
+
     router = Router()
     room_versions = {v: "stable" for v in KNOWN_ROOM_VERSIONS}
     VersionsApi(config, room_versions, DEFAULT_ROOM_VERSION).register(router)
@@ -105,6 +127,8 @@ def build_router(config: Config, db: Database, clock: Clock) -> tuple[Router, Ma
     AccountApi(config, registration, sessions, deactivation, uia).register(router)
     DevicesApi(sessions, uia).register(router)
     ProfileApi(profiles).register(router)
+    RoomsApi(rooms, events, visibility, serializer).register(router)
+    MembershipApi(rooms, events, directory, serializer).register(router)
     AdminUsersApi(config, registration, sessions, accounts, ip_store, ips, clock).register(router)
     AdminRegistrationTokensApi(token_store, clock).register(router)
 
@@ -135,7 +159,7 @@ def check_startup_config(config: Config) -> None:
 async def start(config: Config, reactor: Any) -> HomeServer:
     """Open the database, apply migrations, build the services and listen."""
     check_startup_config(config)
-    load_or_create_signing_key(config.signing_key_path)
+    signing_key = load_or_create_signing_key(config.signing_key_path)
     os.makedirs(config.media_store_path, exist_ok=True)
     clock = Clock(reactor)
     db = Database(create_engine(config.database.name, config.database.args), reactor)
@@ -143,7 +167,7 @@ async def start(config: Config, reactor: Any) -> HomeServer:
     applied = await prepare_database(db)
     if applied:
         logger.info("database schema migrated: %s", ", ".join(applied))
-    router, resource, scheduler, ips = build_router(config, db, clock)
+    router, resource, scheduler, ips = await build_router(config, db, clock, signing_key)
     site = make_site(resource, config.max_json_body_size, config.max_upload_size)
     ports = []
     for lis in config.listeners:

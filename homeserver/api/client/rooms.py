@@ -1,0 +1,249 @@
+"""Rooms: /createRoom, send and state events, /event, /state, /messages, membership, /redact."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from homeserver.http.errors import MatrixError
+from homeserver.http.router import Router
+from homeserver.http.site import HttpRequest
+from homeserver.identifiers import check_user_id
+from homeserver.rooms.serialize import ClientSerializer
+from homeserver.rooms.service import PRESETS, RoomService
+from homeserver.rooms.visibility import Visibility
+from storage.events import EventRow, EventStore
+
+MAX_STATE_KEY_BYTES = 255
+MAX_TYPE_BYTES = 255
+_ROOM_ID = re.compile(r"^![\x21-\x7e]+(:[A-Za-z0-9.\-\[\]:]+)?$")
+_TOKEN = re.compile(r"^t(-?\d+)_(-?\d+)$")
+
+
+def check_room_id(room_id: str) -> None:
+    if not _ROOM_ID.match(room_id) or len(room_id.encode()) > 255:
+        raise MatrixError(400, "M_INVALID_PARAM", f"Invalid room id: {room_id!r}")
+
+
+def check_type_and_key(event_type: str, state_key: str | None = None) -> None:
+    if not event_type or len(event_type.encode("utf-8")) > MAX_TYPE_BYTES:
+        raise MatrixError(400, "M_INVALID_PARAM", "Event type must be 1 to 255 bytes")
+    if state_key is not None and len(state_key.encode("utf-8")) > MAX_STATE_KEY_BYTES:
+        raise MatrixError(400, "M_INVALID_PARAM", "State key must be at most 255 bytes")
+
+
+def position_token(depth: int, stream: int) -> str:
+    return f"t{depth}_{stream}"
+
+
+def parse_token(token: str) -> tuple[int, int]:
+    m = _TOKEN.match(token)
+    if not m:
+        raise MatrixError(400, "M_INVALID_PARAM", f"Invalid pagination token: {token!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+class RoomsApi:
+    def __init__(self, rooms: RoomService, store: EventStore, visibility: Visibility,
+                 serializer: ClientSerializer) -> None:
+        self.rooms = rooms
+        self.store = store
+        self.visibility = visibility
+        self.serializer = serializer
+
+    def register(self, router: Router) -> None:
+        r = router.client
+        r("POST", "/createRoom", self.create_room)
+        r("PUT", "/rooms/{roomId}/send/{eventType}/{txnId}", self.send)
+        r("PUT", "/rooms/{roomId}/state/{eventType}", self.put_state_empty_key)
+        r("PUT", "/rooms/{roomId}/state/{eventType}/{stateKey*}", self.put_state)
+        r("GET", "/rooms/{roomId}/state", self.get_state, allow_guest=True)
+        r("GET", "/rooms/{roomId}/state/{eventType}", self.get_state_event_empty_key, allow_guest=True)
+        r("GET", "/rooms/{roomId}/state/{eventType}/{stateKey*}", self.get_state_event, allow_guest=True)
+        r("GET", "/rooms/{roomId}/event/{eventId}", self.get_event, allow_guest=True)
+        r("GET", "/rooms/{roomId}/messages", self.messages, allow_guest=True)
+        r("PUT", "/rooms/{roomId}/redact/{eventId}/{txnId}", self.redact)
+
+    # --- create --------------------------------------------------------------------------------
+
+    async def create_room(self, req: HttpRequest) -> tuple[int, Any]:
+        assert req.requester is not None
+        body = req.json(allow_empty=True)
+        visibility = body.str("visibility", default="private")
+        if visibility not in ("public", "private"):
+            raise MatrixError(400, "M_INVALID_PARAM", "visibility must be 'public' or 'private'")
+        preset = body.str("preset")
+        if preset is not None and preset not in PRESETS:
+            raise MatrixError(400, "M_INVALID_PARAM", f"preset must be one of {', '.join(PRESETS)}")
+        room_version = body.str("room_version")
+        creation_content = body.dict("creation_content", default={})
+        name = body.str("name")
+        topic = body.str("topic")
+        alias = body.str("room_alias_name")
+        invite = body.str_list("invite", default=[])
+        for u in invite:
+            check_user_id(u)
+        if body.list("invite_3pid"):
+            raise MatrixError(400, "M_UNKNOWN", "Third-party invites are not supported")
+        is_direct = body.bool("is_direct", default=False)
+        override = body.dict("power_level_content_override")
+        initial_state = []
+        for item in body.list("initial_state", default=[]):
+            if not isinstance(item, dict) or not isinstance(item.get("type"), str) \
+                    or not isinstance(item.get("content"), dict):
+                raise MatrixError(400, "M_INVALID_PARAM",
+                                  "initial_state entries need a string 'type' and object 'content'")
+            key = item.get("state_key", "")
+            if not isinstance(key, str):
+                raise MatrixError(400, "M_INVALID_PARAM", "initial_state state_key must be a string")
+            check_type_and_key(item["type"], key)
+            initial_state.append((item["type"], key, item["content"]))
+        if alias is not None and (not alias or ":" in alias or any(c.isspace() for c in alias)):
+            raise MatrixError(400, "M_INVALID_PARAM", "room_alias_name must be a plain localpart")
+        room_id = await self.rooms.create_room(
+            req.requester.user_id, room_version=room_version, preset=preset, visibility=visibility,
+            creation_content=creation_content, initial_state=initial_state, name=name, topic=topic,
+            invite=invite, is_direct=is_direct, power_level_override=override,
+            alias_localpart=alias)
+        return 200, {"room_id": room_id}
+
+    # --- send ----------------------------------------------------------------------------------
+
+    async def send(self, req: HttpRequest, roomId: str, eventType: str, txnId: str) -> tuple[int, Any]:
+        assert req.requester is not None
+        check_room_id(roomId)
+        check_type_and_key(eventType)
+        content = req.json().data
+        key = f"{req.requester.user_id}|{req.requester.device_id}|{txnId}"
+        redacts = None
+        if eventType == "m.room.redaction":
+            redacts = content.get("redacts") if isinstance(content.get("redacts"), str) else None
+        ev = await self.rooms.send(roomId, req.requester.user_id, eventType, content, txn_key=key,
+                                   redacts=redacts)
+        return 200, {"event_id": ev.event.event_id}
+
+    async def put_state_empty_key(self, req: HttpRequest, roomId: str, eventType: str) -> tuple[int, Any]:
+        return await self.put_state(req, roomId, eventType, "")
+
+    async def put_state(self, req: HttpRequest, roomId: str, eventType: str, stateKey: str) -> tuple[int, Any]:
+        assert req.requester is not None
+        check_room_id(roomId)
+        check_type_and_key(eventType, stateKey)
+        content = req.json().data
+        if eventType == "m.room.member":
+            ev = await self.rooms.update_membership(roomId, req.requester.user_id, stateKey,
+                                                    str(content.get("membership")),
+                                                    extra=content)
+        else:
+            ev = await self.rooms.send(roomId, req.requester.user_id, eventType, content,
+                                       state_key=stateKey)
+        return 200, {"event_id": ev.event.event_id}
+
+    async def redact(self, req: HttpRequest, roomId: str, eventId: str, txnId: str) -> tuple[int, Any]:
+        assert req.requester is not None
+        check_room_id(roomId)
+        body = req.json(allow_empty=True)
+        reason = body.str("reason")
+        target = await self.store.get_event_row(eventId)
+        if target is None or target.event.room_id != roomId \
+                or not await self.visibility.can_see(req.requester.user_id, target):
+            raise MatrixError(404, "M_NOT_FOUND", "Event not found")
+        content: dict[str, Any] = {}
+        if reason is not None:
+            content["reason"] = reason
+        key = f"{req.requester.user_id}|{req.requester.device_id}|redact|{txnId}"
+        ev = await self.rooms.send(roomId, req.requester.user_id, "m.room.redaction", content,
+                                   txn_key=key, redacts=eventId)
+        return 200, {"event_id": ev.event.event_id}
+
+    # --- reading -------------------------------------------------------------------------------
+
+    async def _readable_state_group(self, room_id: str, user_id: str) -> dict | None:
+        """The state a user may read: current if joined, at their leave if they left; None if none."""
+        membership = await self.store.get_membership(room_id, user_id)
+        if membership and membership[0] == "join":
+            return await self.store.get_current_state_ids(room_id)
+        if membership and membership[0] in ("leave", "ban"):
+            row = await self.store.get_event_row(membership[1])
+            if row is not None and row.state_group_after is not None:
+                return await self.store.get_state_group(row.state_group_after)
+        current = await self.store.get_current_state_ids(room_id)
+        hv_id = current.get(("m.room.history_visibility", ""))
+        if hv_id:
+            hv = (await self.store.get_events([hv_id])).get(hv_id)
+            if hv is not None and hv.content.get("history_visibility") == "world_readable":
+                return current
+        return None
+
+    async def _state_for(self, req: HttpRequest, room_id: str) -> dict:
+        assert req.requester is not None
+        check_room_id(room_id)
+        if await self.store.get_room_version(room_id) is None:
+            raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
+        state = await self._readable_state_group(room_id, req.requester.user_id)
+        if state is None:
+            raise MatrixError(403, "M_FORBIDDEN", "You are not allowed to see this room's state")
+        return state
+
+    async def get_state(self, req: HttpRequest, roomId: str) -> tuple[int, Any]:
+        state = await self._state_for(req, roomId)
+        rows = await self.store.get_rows(state.values())
+        return 200, await self.serializer.serialize(rows[i] for i in state.values() if i in rows)
+
+    async def get_state_event_empty_key(self, req: HttpRequest, roomId: str, eventType: str) -> tuple[int, Any]:
+        return await self.get_state_event(req, roomId, eventType, "")
+
+    async def get_state_event(self, req: HttpRequest, roomId: str, eventType: str,
+                              stateKey: str) -> tuple[int, Any]:
+        state = await self._state_for(req, roomId)
+        event_id = state.get((eventType, stateKey))
+        if event_id is None:
+            raise MatrixError(404, "M_NOT_FOUND", "Event not found")
+        row = await self.store.get_event_row(event_id)
+        assert row is not None
+        client = (await self.serializer.serialize([row]))[0]
+        if req.query("format") == "event":
+            return 200, client
+        return 200, client["content"]
+
+    async def get_event(self, req: HttpRequest, roomId: str, eventId: str) -> tuple[int, Any]:
+        assert req.requester is not None
+        check_room_id(roomId)
+        row = await self.store.get_event_row(eventId)
+        if row is None or row.event.room_id != roomId or row.outlier \
+                or not await self.visibility.can_see(req.requester.user_id, row):
+            raise MatrixError(404, "M_NOT_FOUND", "Event not found")
+        return 200, (await self.serializer.serialize([row]))[0]
+
+    async def messages(self, req: HttpRequest, roomId: str) -> tuple[int, Any]:
+        assert req.requester is not None
+        check_room_id(roomId)
+        if await self.store.get_room_version(roomId) is None:
+            raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
+        direction = req.query("dir", "b")
+        if direction not in ("b", "f"):
+            raise MatrixError(400, "M_INVALID_PARAM", "dir must be 'b' or 'f'")
+        limit = req.query_int("limit", 10, lo=0, hi=1000) or 0
+        from_token = req.query("from")
+        to_token = req.query("to")
+        backwards = direction == "b"
+        membership = await self.store.get_membership(roomId, req.requester.user_id)
+        if from_token is not None:
+            start = parse_token(from_token)
+        elif backwards:
+            start = (2**62, 2**62)
+        else:
+            start = (-(2**62), -(2**62))
+        to_pos = parse_token(to_token) if to_token else None
+        rows: list[EventRow] = await self.store.paginate(roomId, start, backwards, limit, to_pos)
+        visible = await self.visibility.filter_for_user(req.requester.user_id, rows)
+        chunk = await self.serializer.serialize(visible)
+        out: dict[str, Any] = {"chunk": chunk,
+                               "start": from_token or position_token(*start)}
+        if rows and len(rows) == limit:
+            last = rows[-1]
+            out["end"] = position_token(last.event.depth, last.stream_ordering)
+        if not visible and rows and membership is None:
+            raise MatrixError(403, "M_FORBIDDEN", "You are not allowed to read this room")
+        return 200, out
+

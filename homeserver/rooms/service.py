@@ -1,0 +1,173 @@
+"""Room operations a client asks for: create, send, state, membership, redaction."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any, Mapping
+
+from crypto.room_versions import DEFAULT_ROOM_VERSION, KNOWN_ROOM_VERSIONS, get_room_version
+from homeserver.http.errors import MatrixError
+from homeserver.identifiers import is_valid_user_id
+from homeserver.rooms.creator import EventCreator
+from storage.directory import DirectoryStore
+from storage.events import EventStore, PersistedEvent
+from storage.profiles import ProfileStore
+
+PRESETS = ("private_chat", "public_chat", "trusted_private_chat")
+
+
+def default_power_levels(creator: str, preset: str, privileged_creators: bool,
+                         invitees: list[str]) -> dict[str, Any]:
+    users: dict[str, int] = {} if privileged_creators else {creator: 100}
+    if preset == "trusted_private_chat":
+        for u in invitees:
+            users[u] = 100
+    return {
+        "users": users,
+        "users_default": 0,
+        "events": {
+            "m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
+            "m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
+            "m.room.server_acl": 100, "m.room.encryption": 100, "m.room.topic": 50,
+            "m.room.pinned_events": 50,
+        },
+        "events_default": 0,
+        "state_default": 50,
+        "ban": 50,
+        "kick": 50,
+        "redact": 50,
+        "invite": 50 if preset == "public_chat" else 0,
+        "historical": 100,
+        "notifications": {"room": 50},
+    }
+
+
+class RoomService:
+    def __init__(self, store: EventStore, creator: EventCreator, profiles: ProfileStore,
+                 directory: DirectoryStore, server_name: str) -> None:
+        self.store = store
+        self.directory = directory
+        self.creator = creator
+        self.profiles = profiles
+        self.server_name = server_name
+
+    async def room_version(self, room_id: str) -> str:
+        rv = await self.store.get_room_version(room_id)
+        if rv is None:
+            raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
+        return rv
+
+    async def send(self, room_id: str, sender: str, event_type: str, content: Mapping[str, Any],
+                   state_key: str | None = None, txn_key: str | None = None,
+                   redacts: str | None = None) -> PersistedEvent:
+        rv = await self.room_version(room_id)
+        return await self.creator.create(room_id=room_id, room_version=rv, event_type=event_type,
+                                         sender=sender, content=content, state_key=state_key,
+                                         txn_key=txn_key, redacts=redacts)
+
+    async def create_room(self, creator: str, *, room_version: str | None, preset: str | None,
+                          visibility: str, creation_content: Mapping[str, Any],
+                          initial_state: list[tuple[str, str, dict]], name: str | None,
+                          topic: str | None, invite: list[str], is_direct: bool,
+                          power_level_override: Mapping[str, Any] | None,
+                          alias_localpart: str | None) -> str:
+        """Send the spec's sequence of events for a new room; returns its room id."""
+        version = room_version or DEFAULT_ROOM_VERSION
+        if version not in KNOWN_ROOM_VERSIONS:
+            raise MatrixError(400, "M_UNSUPPORTED_ROOM_VERSION",
+                              f"Room version {version!r} is not supported by this server")
+        rv = get_room_version(version)
+        alias = f"#{alias_localpart}:{self.server_name}" if alias_localpart is not None else None
+        if alias is not None and await self.directory.get_alias(alias) is not None:
+            raise MatrixError(400, "M_ROOM_IN_USE", f"Room alias {alias} is already in use")
+        preset = preset or ("public_chat" if visibility == "public" else "private_chat")
+        create_content = dict(creation_content)
+        create_content["room_version"] = version
+        if not rv.implicit_room_creator:
+            create_content["creator"] = creator
+        else:
+            create_content.pop("creator", None)
+        if rv.privileged_room_creators and preset == "trusted_private_chat":
+            extra = list(create_content.get("additional_creators") or [])
+            for u in invite:
+                if u not in extra:
+                    extra.append(u)
+            if extra:
+                create_content["additional_creators"] = extra
+        room_id: str | None = None
+        if not rv.room_id_is_create_event_hash:
+            room_id = f"!{secrets.token_urlsafe(18)}:{self.server_name}"
+        created = await self.creator.create(room_id=room_id, room_version=version,
+                                            event_type="m.room.create", sender=creator,
+                                            content=create_content, state_key="",
+                                            new_room_creator=creator)
+        room_id = created.event.room_id
+
+        async def state(etype: str, content: Mapping[str, Any], key: str = "") -> None:
+            await self.creator.create(room_id=room_id, room_version=version, event_type=etype,
+                                      sender=creator, content=content, state_key=key)
+
+        profile = await self.profiles.get_profile(creator)
+        member: dict[str, Any] = {"membership": "join"}
+        for k in ("displayname", "avatar_url"):
+            if isinstance(profile.get(k), str):
+                member[k] = profile[k]
+        await state("m.room.member", member, creator)
+
+        privileged = rv.privileged_room_creators
+        pl = default_power_levels(creator, preset, privileged,
+                                  [] if privileged else invite)
+        for k, v in (power_level_override or {}).items():
+            pl[k] = v
+        await state("m.room.power_levels", pl)
+        if alias is not None:
+            if not await self.directory.create_alias(alias, room_id, creator,
+                                                     self.creator.clock.time_msec()):
+                raise MatrixError(400, "M_ROOM_IN_USE", f"Room alias {alias} is already in use")
+            await state("m.room.canonical_alias", {"alias": alias})
+        initial_keys = {(t, k) for t, k, _ in initial_state}
+        join_rule = "public" if preset == "public_chat" else "invite"
+        if ("m.room.join_rules", "") not in initial_keys:
+            await state("m.room.join_rules", {"join_rule": join_rule})
+        if ("m.room.history_visibility", "") not in initial_keys:
+            await state("m.room.history_visibility", {"history_visibility": "shared"})
+        if ("m.room.guest_access", "") not in initial_keys:
+            await state("m.room.guest_access",
+                        {"guest_access": "forbidden" if preset == "public_chat" else "can_join"})
+        for etype, key, content in initial_state:
+            await state(etype, content, key)
+        if name is not None:
+            await state("m.room.name", {"name": name})
+        if topic is not None:
+            await state("m.room.topic", {"topic": topic,
+                                         "m.topic": [{"body": topic, "mimetype": "text/plain"}]})
+        for user_id in invite:
+            content: dict[str, Any] = {"membership": "invite"}
+            if is_direct:
+                content["is_direct"] = True
+            await state("m.room.member", content, user_id)
+        if visibility == "public":
+            await self.directory.set_public(room_id, True)
+        return room_id
+
+    async def update_membership(self, room_id: str, sender: str, target: str, membership: str,
+                                reason: str | None = None, extra: Mapping[str, Any] | None = None,
+                                txn_key: str | None = None) -> PersistedEvent:
+        """join/invite/leave/ban/knock as the authorization rules allow; kick is leave of another."""
+        if not is_valid_user_id(target):
+            raise MatrixError(400, "M_INVALID_PARAM", f"Invalid user id: {target!r}")
+        content: dict[str, Any] = dict(extra or {})
+        content["membership"] = membership
+        if reason is not None:
+            content["reason"] = reason
+        if membership == "join" and target == sender:
+            profile = await self.profiles.get_profile(sender)
+            for k in ("displayname", "avatar_url"):
+                if isinstance(profile.get(k), str) and k not in content:
+                    content[k] = profile[k]
+        elif membership == "invite":
+            current = await self.store.get_membership(room_id, target)
+            if current and current[0] == "join":
+                raise MatrixError(403, "M_FORBIDDEN", f"{target} is already in the room")
+        return await self.send(room_id, sender, "m.room.member", content, state_key=target,
+                               txn_key=txn_key)

@@ -1,0 +1,332 @@
+"""Events: persisting PDUs with their graph edges, state and memberships, and reading them back."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from crypto.room_versions import get_room_version
+from homeserver.rooms.events import Event
+from storage.database import Database, Transaction
+from storage.ids import IdGenerator
+from storage.state import StateGroupCache, StateGroups, StateKey, StateMap
+
+
+@dataclass(frozen=True)
+class PersistedEvent:
+    event: Event
+    stream_ordering: int
+    state_group_before: int | None
+    state_group_after: int | None
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """An event with the metadata the read paths need."""
+    event: Event
+    stream_ordering: int
+    outlier: bool
+    rejected: bool
+    soft_failed: bool
+    state_group_before: int | None
+    state_group_after: int | None
+
+
+class _EventCache:
+    """LRU of parsed events by id; events never change once stored (redaction is applied on read)."""
+
+    def __init__(self, size: int = 20_000) -> None:
+        self._size = size
+        self._rows: OrderedDict[str, EventRow] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, event_id: str) -> EventRow | None:
+        with self._lock:
+            row = self._rows.get(event_id)
+            if row is not None:
+                self._rows.move_to_end(event_id)
+            return row
+
+    def put(self, row: EventRow) -> None:
+        with self._lock:
+            self._rows[row.event.event_id] = row
+            while len(self._rows) > self._size:
+                self._rows.popitem(last=False)
+
+    def drop(self, event_id: str) -> None:
+        with self._lock:
+            self._rows.pop(event_id, None)
+
+
+_ROW_COLS = ("e.event_id, e.json, r.room_version, e.stream_ordering, e.outlier, e.rejected_reason,"
+             " e.soft_failed, e.state_group_before, e.state_group_after")
+
+
+class EventStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.stream_ids = IdGenerator("events", "stream_ordering")
+        self.state_ids = IdGenerator("state_groups", "id")
+        self.report_ids = IdGenerator("event_reports", "id")
+        self.state_cache = StateGroupCache()
+        self.state = StateGroups(self.state_cache, self.state_ids)
+        self._events = _EventCache()
+        self._room_versions: dict[str, str] = {}
+
+    async def load(self) -> None:
+        for gen in (self.stream_ids, self.state_ids, self.report_ids):
+            await gen.load(self.db)
+
+    # --- rooms ---------------------------------------------------------------------------------
+
+    def store_room_txn(self, txn: Transaction, room_id: str, room_version: str, creator: str,
+                       now: int) -> None:
+        txn.execute("INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES (?, ?, ?, ?)",
+                    (room_id, room_version, creator, now))
+
+    async def get_room_version(self, room_id: str) -> str | None:
+        rv = self._room_versions.get(room_id)
+        if rv is None:
+            rows = await self.db.query("SELECT room_version FROM rooms WHERE room_id = ?", (room_id,))
+            if not rows:
+                return None
+            rv = self._room_versions[room_id] = rows[0][0]
+        return rv
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def persist_txn(self, txn: Transaction, event: Event, *, state_before: StateMap | None,
+                    state_group_before: int | None, outlier: bool = False,
+                    txn_key: str | None = None, now: int, becomes_current: bool = True,
+                    rejected_reason: str | None = None, soft_failed: bool = False) -> PersistedEvent:
+        """Write one event in the caller's transaction.
+
+        ``state_before`` is the room state the event was authorised against; when
+        ``state_group_before`` is given it already names that state. With ``becomes_current``
+        the event replaces its prev_events as the room's forward extremity and its resulting
+        state becomes the room's current state.
+        """
+        stream = self.stream_ids.next()
+        room_id = event.room_id
+        group_before = group_after = None
+        if not outlier:
+            if state_group_before is None and state_before is not None:
+                state_group_before = self.state.store(txn, room_id, state_before, None)
+            group_before = group_after = state_group_before
+            if event.is_state and rejected_reason is None and state_before is not None:
+                after = dict(state_before)
+                after[event.key] = event.event_id
+                group_after = self.state.store(txn, room_id, after, state_group_before)
+        rel = event.content.get("m.relates_to")
+        relates_to = rel_type = None
+        if isinstance(rel, dict) and isinstance(rel.get("event_id"), str) and isinstance(rel.get("rel_type"), str):
+            relates_to, rel_type = rel["event_id"], rel["rel_type"]
+        txn.execute(
+            "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth,"
+            " origin_server_ts, received_ts, json, outlier, rejected_reason, soft_failed,"
+            " state_group_before, state_group_after, relates_to, rel_type, txn_key)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (stream, event.event_id, room_id, event.type, event.state_key, event.sender,
+             event.depth, event.origin_server_ts, now, encode_pdu(event.pdu), outlier,
+             rejected_reason, soft_failed, group_before, group_after, relates_to, rel_type, txn_key))
+        txn.executemany("INSERT INTO event_edges (event_id, prev_event_id) VALUES (?, ?)"
+                        " ON CONFLICT DO NOTHING", [(event.event_id, p) for p in event.prev_event_ids])
+        txn.executemany("INSERT INTO event_auth (event_id, auth_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                        [(event.event_id, a) for a in event.auth_event_ids])
+        if event.type == "m.room.redaction" and event.redacts and rejected_reason is None:
+            txn.execute("INSERT INTO redactions (event_id, redacts) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                        (event.event_id, event.redacts))
+            redacted = event.redacts
+            txn.call_after_commit(lambda: self._events.drop(redacted))
+        if not outlier and rejected_reason is None and not soft_failed and becomes_current:
+            txn.executemany("DELETE FROM forward_extremities WHERE room_id = ? AND event_id = ?",
+                            [(room_id, p) for p in event.prev_event_ids])
+            txn.execute("INSERT INTO forward_extremities (room_id, event_id) VALUES (?, ?)",
+                        (room_id, event.event_id))
+            if event.is_state:
+                self._set_current_state_txn(txn, room_id, {event.key: event.event_id}, [])
+        if event.type == "m.room.member" and event.state_key is not None and not outlier \
+                and rejected_reason is None and not soft_failed:
+            membership = event.membership or "leave"
+            txn.execute("INSERT INTO room_memberships (event_id, room_id, user_id, sender, membership,"
+                        " stream_ordering) VALUES (?, ?, ?, ?, ?, ?)",
+                        (event.event_id, room_id, event.state_key, event.sender, membership, stream))
+            if becomes_current:
+                txn.execute(
+                    "INSERT INTO current_membership (room_id, user_id, membership, event_id,"
+                    " stream_ordering, forgotten) VALUES (?, ?, ?, ?, ?, FALSE)"
+                    " ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership,"
+                    " event_id = excluded.event_id, stream_ordering = excluded.stream_ordering,"
+                    " forgotten = FALSE",
+                    (room_id, event.state_key, membership, event.event_id, stream))
+        row = EventRow(event, stream, outlier, rejected_reason is not None, soft_failed,
+                       group_before, group_after)
+        txn.call_after_commit(lambda: self._events.put(row))
+        return PersistedEvent(event, stream, group_before, group_after)
+
+    def _set_current_state_txn(self, txn: Transaction, room_id: str, changes: Mapping[StateKey, str],
+                               removed: Iterable[StateKey]) -> None:
+        txn.executemany(
+            "INSERT INTO current_state (room_id, type, state_key, event_id) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id",
+            [(room_id, t, k, e) for (t, k), e in changes.items()])
+        txn.executemany("DELETE FROM current_state WHERE room_id = ? AND type = ? AND state_key = ?",
+                        [(room_id, t, k) for t, k in removed])
+
+    # --- reading events ------------------------------------------------------------------------
+
+    def _row(self, r: tuple) -> EventRow:
+        event_id, text, rv, stream, outlier, rejected, soft_failed, gb, ga = r
+        pdu = json.loads(text)
+        event = Event(event_id, get_room_version(rv), pdu)
+        return EventRow(event, stream, bool(outlier), rejected is not None, bool(soft_failed), gb, ga)
+
+    def get_rows_txn(self, txn: Transaction, event_ids: Iterable[str]) -> dict[str, EventRow]:
+        out: dict[str, EventRow] = {}
+        missing = []
+        for eid in event_ids:
+            row = self._events.get(eid)
+            if row is not None:
+                out[eid] = row
+            else:
+                missing.append(eid)
+        for i in range(0, len(missing), 200):
+            chunk = missing[i:i + 200]
+            marks = ",".join("?" * len(chunk))
+            for r in txn.query(f"SELECT {_ROW_COLS} FROM events e JOIN rooms r ON r.room_id = e.room_id"
+                               f" WHERE e.event_id IN ({marks})", chunk):
+                row = self._row(r)
+                self._events.put(row)
+                out[row.event.event_id] = row
+        return out
+
+    async def get_rows(self, event_ids: Iterable[str]) -> dict[str, EventRow]:
+        ids = list(dict.fromkeys(event_ids))
+        cached = {eid: r for eid in ids if (r := self._events.get(eid)) is not None}
+        if len(cached) == len(ids):
+            return cached
+        return await self.db.run("get_events", self.get_rows_txn, ids)
+
+    async def get_events(self, event_ids: Iterable[str]) -> dict[str, Event]:
+        return {eid: r.event for eid, r in (await self.get_rows(event_ids)).items()}
+
+    async def get_event_row(self, event_id: str) -> EventRow | None:
+        return (await self.get_rows([event_id])).get(event_id)
+
+    async def get_redactions(self, event_ids: Iterable[str]) -> dict[str, list[str]]:
+        """redacted event id -> ids of redaction events that target it."""
+        ids = list(event_ids)
+        out: dict[str, list[str]] = {}
+        for i in range(0, len(ids), 200):
+            chunk = ids[i:i + 200]
+            marks = ",".join("?" * len(chunk))
+            for eid, redacts in await self.db.query(
+                    f"SELECT event_id, redacts FROM redactions WHERE redacts IN ({marks})", chunk):
+                out.setdefault(redacts, []).append(eid)
+        return out
+
+    async def event_id_for_txn(self, txn_key: str) -> str | None:
+        rows = await self.db.query("SELECT event_id FROM events WHERE txn_key = ?", (txn_key,))
+        return rows[0][0] if rows else None
+
+    # --- state ---------------------------------------------------------------------------------
+
+    async def get_forward_extremities(self, room_id: str) -> list[str]:
+        rows = await self.db.query("SELECT event_id FROM forward_extremities WHERE room_id = ?", (room_id,))
+        return [r[0] for r in rows]
+
+    async def get_state_group(self, group: int) -> StateMap:
+        cached = self.state_cache.get(group)
+        if cached is not None:
+            return dict(cached)
+        return await self.db.run("load_state_group", self.state.load, group)
+
+    async def get_current_state_ids(self, room_id: str) -> StateMap:
+        rows = await self.db.query("SELECT type, state_key, event_id FROM current_state WHERE room_id = ?",
+                                   (room_id,))
+        return {(t, k): e for t, k, e in rows}
+
+    async def get_current_state_event_id(self, room_id: str, etype: str, state_key: str) -> str | None:
+        rows = await self.db.query("SELECT event_id FROM current_state WHERE room_id = ? AND type = ?"
+                                   " AND state_key = ?", (room_id, etype, state_key))
+        return rows[0][0] if rows else None
+
+    # --- memberships ---------------------------------------------------------------------------
+
+    async def get_membership(self, room_id: str, user_id: str) -> tuple[str, str, int] | None:
+        """(membership, event_id, stream_ordering) of a user's latest membership in a room."""
+        rows = await self.db.query("SELECT membership, event_id, stream_ordering FROM current_membership"
+                                   " WHERE room_id = ? AND user_id = ?", (room_id, user_id))
+        return tuple(rows[0]) if rows else None  # type: ignore[return-value]
+
+    async def get_rooms_for_user(self, user_id: str, memberships: tuple[str, ...] = ("join",)) -> list[str]:
+        marks = ",".join("?" * len(memberships))
+        rows = await self.db.query(f"SELECT room_id FROM current_membership WHERE user_id = ?"
+                                   f" AND membership IN ({marks}) ORDER BY room_id",
+                                   (user_id, *memberships))
+        return [r[0] for r in rows]
+
+    async def get_members(self, room_id: str, memberships: tuple[str, ...] = ("join",)) -> list[str]:
+        marks = ",".join("?" * len(memberships))
+        rows = await self.db.query(f"SELECT user_id FROM current_membership WHERE room_id = ?"
+                                   f" AND membership IN ({marks}) ORDER BY user_id",
+                                   (room_id, *memberships))
+        return [r[0] for r in rows]
+
+    async def get_join_positions(self, user_id: str, room_ids: Iterable[str]) -> dict[str, list[int]]:
+        """room id -> stream positions of each time the user joined it."""
+        ids = list(room_ids)
+        out: dict[str, list[int]] = {r: [] for r in ids}
+        for i in range(0, len(ids), 200):
+            chunk = ids[i:i + 200]
+            marks = ",".join("?" * len(chunk))
+            for room_id, pos in await self.db.query(
+                    f"SELECT room_id, stream_ordering FROM room_memberships WHERE user_id = ?"
+                    f" AND membership = 'join' AND room_id IN ({marks})", (user_id, *chunk)):
+                out[room_id].append(pos)
+        return out
+
+    async def set_forgotten(self, room_id: str, user_id: str) -> None:
+        await self.db.execute("UPDATE current_membership SET forgotten = TRUE WHERE room_id = ?"
+                              " AND user_id = ?", (room_id, user_id))
+
+    # --- pagination ----------------------------------------------------------------------------
+
+    async def paginate(self, room_id: str, from_pos: tuple[int, int], backwards: bool, limit: int,
+                       to_pos: tuple[int, int] | None = None) -> list[EventRow]:
+        """Timeline events in topological order (depth, stream) strictly after/before ``from_pos``."""
+        depth, stream = from_pos
+        if backwards:
+            cond = "(e.depth < ? OR (e.depth = ? AND e.stream_ordering < ?))"
+            order = "e.depth DESC, e.stream_ordering DESC"
+        else:
+            cond = "(e.depth > ? OR (e.depth = ? AND e.stream_ordering > ?))"
+            order = "e.depth ASC, e.stream_ordering ASC"
+        args: list[Any] = [room_id, depth, depth, stream]
+        extra = ""
+        if to_pos is not None:
+            td, ts = to_pos
+            extra = (" AND (e.depth > ? OR (e.depth = ? AND e.stream_ordering >= ?))" if backwards else
+                     " AND (e.depth < ? OR (e.depth = ? AND e.stream_ordering <= ?))")
+            args += [td, td, ts]
+        args.append(limit)
+
+        def fn(txn: Transaction) -> list[EventRow]:
+            rows = txn.query(f"SELECT {_ROW_COLS} FROM events e JOIN rooms r ON r.room_id = e.room_id"
+                             f" WHERE e.room_id = ? AND {cond}{extra} AND e.outlier = FALSE"
+                             f" AND e.rejected_reason IS NULL AND e.soft_failed = FALSE"
+                             f" ORDER BY {order} LIMIT ?", args)
+            return [self._row(r) for r in rows]
+        return await self.db.run("paginate", fn)
+
+    async def topological_position(self, event_id: str) -> tuple[int, int] | None:
+        row = await self.get_event_row(event_id)
+        return (row.event.depth, row.stream_ordering) if row else None
+
+
+def encode_pdu(pdu: Mapping[str, Any]) -> str:
+    """The stored text of a PDU: compact JSON with non-ASCII kept as UTF-8."""
+    return json.dumps(pdu, ensure_ascii=False, separators=(",", ":"))
