@@ -1,12 +1,14 @@
 """Typed configuration read from YAML, with Synapse's key names wherever the concept is the same.
 
-Every key is declared once in ``_SCHEMA`` below; anything not declared stops start-up with a
-message naming the key and the file, and so does a value of the wrong type or range.
+Every top-level key is declared once in ``_TOP_LEVEL`` below, nested ones in their readers;
+anything not declared stops start-up with a message naming the key and the file, and so does a
+value of the wrong type or range.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -110,9 +112,16 @@ def _path(value: Any) -> str:
 
 
 def _mapping(value: Any) -> dict:
+    # A section whose sub-keys are all commented out loads as null: treat it as empty.
+    if value is None:
+        return {}
     if not isinstance(value, dict):
         raise ValueError("expected a mapping")
     return value
+
+
+def _opt_duration(value: Any) -> int | None:
+    return None if value is None else parse_duration_ms(value)
 
 
 # --- typed sections ----------------------------------------------------------------------------
@@ -202,6 +211,7 @@ _TOP_LEVEL: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "enable_registration": (_bool, False),
     "enable_registration_without_verification": (_bool, False),
     "registration_shared_secret": (_opt_str, None),
+    "registration_shared_secret_path": (lambda v: None if v is None else _path(v), None),
     "registration_requires_token": (_bool, False),
     "allow_guest_access": (_bool, False),
     "bcrypt_rounds": (_int(4, 31), 12),
@@ -216,12 +226,14 @@ _TOP_LEVEL: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "rc_client_ip": (_mapping, {}),
     "user_ips_max_age": (parse_duration_ms, "365d"),
     "refreshable_access_token_lifetime": (parse_duration_ms, "5m"),
-    "refresh_token_lifetime": (lambda v: None if v is None else parse_duration_ms(v), None),
+    "refresh_token_lifetime": (_opt_duration, None),
     "serve_server_wellknown": (_bool, False),
-    "serve_client_wellknown": (_bool, True),
+    # Default: served only when public_baseurl is set explicitly, as Synapse does; the implicit
+    # https://<server_name>/ may not reach this server, and clients would follow it.
+    "serve_client_wellknown": (lambda v: None if v is None else _bool(v), None),
     "extra_well_known_client_content": (_mapping, {}),
-    "log_config": (_opt_str, None),
-    "pid_file": (_opt_str, None),
+    "log_config": (lambda v: None if v is None else _path(v), None),
+    "pid_file": (lambda v: None if v is None else _path(v), None),
     "report_stats": (_bool, False),
 }
 
@@ -234,6 +246,17 @@ _RATE_DEFAULTS = {
     "rc_client_ip": {"per_second": 50, "burst_count": 200},
 }
 
+_DATABASE_KEYS = {"name", "args", "allow_unsafe_locale", "txn_limit"}
+_DATABASE_ARGS: dict[str, dict[str, Callable[[Any], Any]]] = {
+    "sqlite3": {"database": _path, "cp_min": _int(1, 100), "cp_max": _int(1, 100)},
+    "psycopg2": {
+        "user": _str, "password": _str, "database": _str, "dbname": _str, "host": _str,
+        "port": _int(1, 65535), "cp_min": _int(1, 100), "cp_max": _int(1, 100), "sslmode": _str,
+        "application_name": _str, "keepalives": _int(0, 1), "keepalives_idle": _int(0, 86400),
+        "keepalives_interval": _int(0, 86400), "keepalives_count": _int(0, 1000),
+        "connect_timeout": _int(0, 86400),
+    },
+}
 _LISTENER_KEYS = {"port", "bind_addresses", "type", "tls", "x_forwarded", "resources"}
 _RESOURCE_NAMES = {"client", "federation", "keys", "media", "openid", "health"}
 
@@ -257,6 +280,16 @@ class _Reader:
             return parser(value)
         except ValueError as e:
             raise self.fail(key, str(e)) from None
+
+    def read_secret(self, key: str, path: str) -> str:
+        try:
+            with open(path, encoding="utf-8") as f:
+                secret = f.read().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise self.fail(key, f"cannot read {path}: {e}") from None
+        if not secret:
+            raise self.fail(key, f"{path} is empty")
+        return secret
 
     def rate_limit(self, key: str, value: Any) -> RateLimit:
         default = _RATE_DEFAULTS[key]
@@ -285,7 +318,9 @@ class _Reader:
             for k in item:
                 if k not in _LISTENER_KEYS:
                     raise self.unknown(f"{key}.{k}", _LISTENER_KEYS)
-            port = self.parse(f"{key}.port", _int(0, 65535), item.get("port", ...))
+            if "port" not in item:
+                raise self.fail(f"{key}.port", "is required")
+            port = self.parse(f"{key}.port", _int(0, 65535), item["port"])
             binds = item.get("bind_addresses", ["127.0.0.1"])
             if not isinstance(binds, list) or not binds or not all(isinstance(b, str) for b in binds):
                 raise self.fail(f"{key}.bind_addresses", "expected a non-empty list of addresses")
@@ -293,6 +328,10 @@ class _Reader:
             if ltype != "http":
                 raise self.fail(f"{key}.type", "only 'http' listeners are supported")
             tls = self.parse(f"{key}.tls", _bool, item.get("tls", False))
+            if tls:
+                # Accepting it would serve plain HTTP to someone who asked for HTTPS.
+                raise self.fail(f"{key}.tls", "TLS listeners are not supported; serve plain HTTP "
+                                "on 127.0.0.1 behind a reverse proxy that terminates TLS")
             xff = self.parse(f"{key}.x_forwarded", _bool, item.get("x_forwarded", False))
             names: list[str] = []
             resources = item.get("resources", [{"names": ["client"]}])
@@ -305,6 +344,8 @@ class _Reader:
                 for k in res:
                     if k not in ("names", "compress"):
                         raise self.unknown(f"{rkey}.{k}", {"names", "compress"})
+                if "compress" in res:
+                    self.parse(f"{rkey}.compress", _bool, res["compress"])
                 for name in res["names"]:
                     if name not in _RESOURCE_NAMES:
                         raise self.fail(f"{rkey}.names", f"unknown resource {name!r}; "
@@ -319,42 +360,41 @@ class _Reader:
         if not isinstance(value, dict):
             raise self.fail("database", "expected a mapping with 'name' and 'args'")
         for k in value:
-            if k not in ("name", "args", "allow_unsafe_locale", "txn_limit"):
-                raise self.unknown(f"database.{k}", {"name", "args"})
+            if k not in _DATABASE_KEYS:
+                raise self.unknown(f"database.{k}", _DATABASE_KEYS)
+        # Accepted for Synapse compatibility; Hearth has no use for them but checks their type.
+        if "allow_unsafe_locale" in value:
+            self.parse("database.allow_unsafe_locale", _bool, value["allow_unsafe_locale"])
+        if "txn_limit" in value:
+            self.parse("database.txn_limit", _int(0, 2**31 - 1), value["txn_limit"])
         name = value.get("name")
-        if name not in ("sqlite3", "psycopg2"):
+        if name not in _DATABASE_ARGS:
             raise self.fail("database.name", "expected 'sqlite3' or 'psycopg2'")
-        args = value.get("args", {})
+        args = value.get("args") or {}
         if not isinstance(args, dict):
             raise self.fail("database.args", "expected a mapping")
         args = dict(args)
+        allowed = _DATABASE_ARGS[name]
+        for k, v in args.items():
+            if k not in allowed:
+                raise self.unknown(f"database.args.{k}", set(allowed))
+            self.parse(f"database.args.{k}", allowed[k], v)
+        if args.get("cp_min", 1) > args.get("cp_max", 100):
+            raise self.fail("database.args.cp_min", "must not be greater than cp_max")
         if name == "sqlite3":
-            for k in args:
-                if k not in ("database", "cp_min", "cp_max"):
-                    raise self.unknown(f"database.args.{k}", {"database"})
-            db = self.parse("database.args.database", _path, args.get("database", "homeserver.db"))
+            db = args.get("database", "homeserver.db")
             if db != ":memory:" and not os.path.isabs(db):
                 db = os.path.join(data_dir, db)
             args["database"] = db
-        else:
-            allowed = {"user", "password", "database", "dbname", "host", "port", "cp_min", "cp_max",
-                       "sslmode", "keepalives_idle", "keepalives_interval", "keepalives_count",
-                       "application_name", "connect_timeout"}
-            for k in args:
-                if k not in allowed:
-                    raise self.unknown(f"database.args.{k}", allowed)
-            for k in ("cp_min", "cp_max"):
-                if k in args:
-                    self.parse(f"database.args.{k}", _int(1, 100), args[k])
-            if "port" in args:
-                self.parse("database.args.port", _int(1, 65535), args["port"])
         return DatabaseConfig(name, args)
 
     def password_config(self, value: dict) -> tuple[bool, PasswordPolicy]:
         for k in value:
             if k not in ("enabled", "policy", "localdb_enabled"):
-                raise self.unknown(f"password_config.{k}", {"enabled", "policy"})
+                raise self.unknown(f"password_config.{k}", {"enabled", "policy", "localdb_enabled"})
         enabled = self.parse("password_config.enabled", _bool, value.get("enabled", True))
+        # Synapse's switch for its local password database; Hearth has only that one.
+        self.parse("password_config.localdb_enabled", _bool, value.get("localdb_enabled", True))
         policy = value.get("policy") or {}
         if not isinstance(policy, dict):
             raise self.fail("password_config.policy", "expected a mapping")
@@ -395,6 +435,14 @@ def parse_config(raw: Any, path: str) -> Config:
         p = p or default
         return p if os.path.isabs(p) else os.path.join(data_dir, p)
 
+    secret = values["registration_shared_secret"]
+    secret_path = values["registration_shared_secret_path"]
+    if secret_path is not None:
+        if secret:
+            raise r.fail("registration_shared_secret_path",
+                         "cannot be set together with 'registration_shared_secret'")
+        secret = r.read_secret("registration_shared_secret_path", in_data_dir(secret_path, ""))
+
     rc_login = values["rc_login"]
     for k in rc_login:
         if k not in ("address", "account", "failed_attempts"):
@@ -409,7 +457,7 @@ def parse_config(raw: Any, path: str) -> Config:
         signing_key_path=in_data_dir(values["signing_key_path"], f"{server_name}.signing.key"),
         enable_registration=values["enable_registration"],
         enable_registration_without_verification=values["enable_registration_without_verification"],
-        registration_shared_secret=values["registration_shared_secret"],
+        registration_shared_secret=secret or None,
         registration_requires_token=values["registration_requires_token"],
         allow_guest_access=values["allow_guest_access"],
         bcrypt_rounds=values["bcrypt_rounds"],
@@ -429,40 +477,96 @@ def parse_config(raw: Any, path: str) -> Config:
         refreshable_access_token_lifetime_ms=values["refreshable_access_token_lifetime"],
         refresh_token_lifetime_ms=values["refresh_token_lifetime"],
         serve_server_wellknown=values["serve_server_wellknown"],
-        serve_client_wellknown=values["serve_client_wellknown"],
+        serve_client_wellknown=(values["public_baseurl"] is not None
+                                if values["serve_client_wellknown"] is None
+                                else values["serve_client_wellknown"]),
         extra_well_known_client_content=values["extra_well_known_client_content"],
-        log_config=values["log_config"],
-        pid_file=values["pid_file"],
+        log_config=values["log_config"] and in_data_dir(values["log_config"], ""),
+        pid_file=values["pid_file"] and in_data_dir(values["pid_file"], ""),
     )
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error."""
+
+
+def _construct_unique_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # '<<: *anchor' merges may be overridden by explicit keys, as YAML intends
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+            seen.add(key)
+        except TypeError:
+            continue  # an unhashable key: construct_mapping reports it
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the key {key!r} appears twice in one mapping", key_node.start_mark)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML safely, refusing duplicate keys (which PyYAML would otherwise drop silently)."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def load_config(path: str) -> Config:
     """Read and validate the YAML file at ``path``."""
     try:
         with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
+            text = f.read()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file (create one with --generate-config)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config file: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the config file is not valid UTF-8") from None
+    try:
+        raw = load_yaml(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     return parse_config(raw, path)
 
 
 def generate_config_text(server_name: str, *, registration_shared_secret: str,
-                         public_baseurl: str | None = None, port: int = 8008) -> str:
-    """The commented homeserver.yaml written by --generate-config and on first run."""
-    _server_name(server_name)
+                         public_baseurl: str | None = None, port: int = 8008,
+                         bind_addresses: tuple[str, ...] = ("127.0.0.1",)) -> str:
+    """The commented homeserver.yaml written by --generate-config and on first run.
+
+    Raises ValueError naming the bad argument if one of them would make an invalid config.
+    """
+    try:
+        _server_name(server_name)
+    except ValueError as e:
+        raise ValueError(f"server name {server_name!r}: {e}") from None
+    try:
+        _int(1, 65535)(port)
+    except ValueError as e:
+        raise ValueError(f"port {port!r}: {e}") from None
     baseurl = public_baseurl or f"http://127.0.0.1:{port}/"
+    try:
+        baseurl = _url(baseurl)
+    except ValueError as e:
+        raise ValueError(f"public base URL {baseurl!r}: {e}") from None
+    q = json.dumps  # a JSON string is a valid double-quoted YAML scalar
+    binds = ", ".join(q(b) for b in bind_addresses)
     return f"""\
 # Hearth homeserver configuration. Key names follow Synapse's where the concept is the same;
 # docs/CONFIG.md describes every key. Relative paths are relative to this file's folder.
 
-server_name: "{server_name}"
-public_baseurl: "{baseurl}"
+server_name: {q(server_name)}
+public_baseurl: {q(baseurl)}
 
 listeners:
   - port: {port}
-    bind_addresses: ["127.0.0.1"]
+    bind_addresses: [{binds}]
     type: http
     x_forwarded: false
     resources:
@@ -483,7 +587,7 @@ database:
 #    cp_min: 5
 #    cp_max: 10
 
-signing_key_path: "{server_name}.signing.key"
+signing_key_path: {q(server_name + ".signing.key")}
 media_store_path: media_store
 
 # Registration is closed by default. Open registration with no email and no token needs both:
@@ -491,7 +595,7 @@ enable_registration: false
 #enable_registration_without_verification: true
 registration_requires_token: false
 # Shared-secret registration, used by register_new_matrix_user to create admins:
-registration_shared_secret: "{registration_shared_secret}"
+registration_shared_secret: {q(registration_shared_secret)}
 
 bcrypt_rounds: 12
 max_upload_size: 50M

@@ -48,6 +48,10 @@ def unrecognized(status: int = 404, message: str = "Unrecognized request") -> Ma
     return MatrixError(status, "M_UNRECOGNIZED", message)
 
 
+def too_large(message: str = "Request body is too large") -> MatrixError:
+    return MatrixError(413, "M_TOO_LARGE", message)
+
+
 def limit_exceeded(retry_after_ms: int) -> MatrixError:
     err = MatrixError(429, "M_LIMIT_EXCEEDED", "Too many requests", retry_after_ms=retry_after_ms)
     err.headers["Retry-After"] = str(max(1, (retry_after_ms + 999) // 1000))

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 from urllib.parse import unquote
 
-from homeserver.http.errors import unrecognized
+from homeserver.http.errors import invalid_param, unrecognized
 
 Handler = Callable[..., Awaitable[tuple[int, Any]]]
 
@@ -48,18 +48,38 @@ def compile_template(template: str) -> re.Pattern:
     return re.compile("^" + "".join(out) + "$")
 
 
+def _decode_param(name: str, value: str) -> str:
+    """Percent-decode one path parameter; bytes that are not UTF-8 are the client's error."""
+    try:
+        return unquote(value, errors="strict")
+    except UnicodeDecodeError:
+        raise invalid_param(f"Path parameter '{name}' is not valid UTF-8") from None
+
+
+# An entry: (registration order, compiled template, route). The order decides between
+# templates that match the same path, whichever index they were found through.
+_Entry = tuple[int, re.Pattern, Route]
+
+
 class Router:
     """Maps (method, path) to a route; unknown paths are 404 and wrong methods 405 M_UNRECOGNIZED."""
 
     def __init__(self) -> None:
-        self._routes: list[tuple[re.Pattern, Route]] = []
-        self._prefix_index: dict[str, list[tuple[re.Pattern, Route]]] = {}
+        self._routes: list[_Entry] = []
+        # Routes whose first three segments are literal, by those segments ...
+        self._prefix_index: dict[str, list[_Entry]] = {}
+        # ... and routes with a parameter among them, which any path may match.
+        self._wildcard: list[_Entry] = []
 
     def add(self, method: str, template: str, handler: Handler, **opts: Any) -> None:
         route = Route(method.upper(), template, handler, **opts)
-        entry = (compile_template(template), route)
+        entry = (len(self._routes), compile_template(template), route)
         self._routes.append(entry)
-        self._prefix_index.setdefault(self._prefix(template), []).append(entry)
+        prefix = self._prefix(template)
+        if "{" in prefix:
+            self._wildcard.append(entry)
+        else:
+            self._prefix_index.setdefault(prefix, []).append(entry)
 
     def client(self, method: str, suffix: str, handler: Handler, *,
                versions: tuple[str, ...] = CLIENT_VERSIONS, **opts: Any) -> None:
@@ -72,22 +92,34 @@ class Router:
         # The first three segments ("/_matrix/client/v3") narrow the search cheaply.
         return "/".join(path.split("/", 4)[:4])
 
+    def _candidates(self, path: str) -> list[_Entry]:
+        indexed = self._prefix_index.get(self._prefix(path), [])
+        if not self._wildcard:
+            return indexed
+        return sorted(indexed + self._wildcard, key=lambda e: e[0])
+
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
-        candidates = self._prefix_index.get(self._prefix(path))
-        if candidates is None:
-            candidates = self._routes
-        allowed = False
-        for pattern, route in candidates:
+        """The route for ``method`` on ``path`` and its percent-decoded parameters.
+
+        HEAD is served by the GET route. A path that some route matches with another method
+        is 405 with an ``Allow`` header; a path no route matches is 404.
+        """
+        allowed: list[str] = []
+        for _, pattern, route in self._candidates(path):
             m = pattern.match(path)
             if not m:
                 continue
             if route.method == method or (method == "HEAD" and route.method == "GET"):
-                params = {k: unquote(v, errors="strict") for k, v in m.groupdict().items()}
+                params = {k: _decode_param(k, v) for k, v in m.groupdict().items()}
                 return route, params
-            allowed = True
+            allowed.append(route.method)
         if allowed:
-            raise unrecognized(405, f"Method {method} not allowed on this endpoint")
+            if "GET" in allowed:
+                allowed.append("HEAD")
+            err = unrecognized(405, f"Method {method} not allowed on this endpoint")
+            err.headers["Allow"] = ", ".join(sorted({*allowed, "OPTIONS"}))
+            raise err
         raise unrecognized(404, "Unrecognized request")
 
     def known_path(self, path: str) -> bool:
-        return any(p.match(path) for p, _ in self._routes)
+        return any(p.match(path) for _, p, _ in self._candidates(path))

@@ -7,12 +7,12 @@ import logging
 import re
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 from twisted.internet import defer
 from twisted.web import resource, server
 
-from homeserver.http.errors import MatrixError, invalid_param, missing_param
+from homeserver.http.errors import MatrixError, invalid_param, missing_param, too_large
 from homeserver.http.jsonbody import JsonObject, parse_json
 from homeserver.http.router import AUTH_NONE, AUTH_OPTIONAL, Router
 
@@ -31,6 +31,7 @@ CORS_HEADERS = {
 }
 
 _RAW_BODY_PREFIXES = (b"/_matrix/media/",)
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
 
 
 def encode_json(value: Any) -> bytes:
@@ -38,27 +39,57 @@ def encode_json(value: Any) -> bytes:
 
 
 class MatrixRequest(server.Request):
-    """A request that stops buffering its body once it passes the size limit for its path."""
+    """A request that stops buffering its body once it passes the size limit for its path.
+
+    A body announced larger than the limit is read and thrown away, and the request is then
+    answered 413 as usual; if the client asked ``Expect: 100-continue`` it is answered 413 at
+    once instead of 100 (RFC 9110, 10.1.1), so the body is never sent.
+    """
 
     json_limit = 1024 * 1024
     upload_limit = 50 * 1024 * 1024
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Bodies are JSON whatever the Content-Type says: left on, Twisted parses "form" bodies
+        # itself and answers one that is not valid multipart with a bare, non-JSON 400.
+        self._parsePOSTFormSubmission = False
         self.body_too_large = False
         self._body_len = 0
         self._limit = self.json_limit
+        self._received = False
         self.start_time = time.monotonic()
         self.requester: Requester | None = None
 
     def gotLength(self, length: int | None) -> None:
+        # Called after the headers, before the body; the channel still holds the request path.
         path = getattr(self.channel, "_path", b"") or b""
         if path.startswith(_RAW_BODY_PREFIXES):
             self._limit = self.upload_limit
         if length is not None and length > self._limit:
             self.body_too_large = True
             length = 0  # keep the (empty) buffer in memory; the body is discarded
+            expect = self.requestHeaders.getRawHeaders(b"Expect") or []
+            if any(v.strip().lower() == b"100-continue" for v in expect):
+                # The channel sends "100 Continue" after this returns unless Expect is gone.
+                self.requestHeaders.removeHeader(b"Expect")
+                # The body may still come; the connection cannot be reused after the answer.
+                self.channel.persistent = False
+                self.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+                self.channel.callLater(0, self._answer_before_body)
         super().gotLength(length)
+
+    def _answer_before_body(self) -> None:
+        """Process the request now, as if its body had arrived (it is refused anyway)."""
+        channel = self.channel
+        if (self._received or self._disconnected or channel is None
+                or not channel.requests or channel.requests[-1] is not self):
+            return
+        channel.allContentReceived()
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        self._received = True
+        super().requestReceived(command, path, version)
 
     def handleContentChunk(self, data: bytes) -> None:
         if self.body_too_large:
@@ -117,10 +148,10 @@ class HttpRequest:
         value = self.query(name)
         if value is None:
             return default
-        try:
-            n = int(value)
-        except ValueError:
-            raise invalid_param(f"Query parameter '{name}' must be an integer") from None
+        # Plain ASCII digits only: int() would also take " 7", "1_000" and non-Latin digits.
+        if not _INTEGER.fullmatch(value):
+            raise invalid_param(f"Query parameter '{name}' must be an integer")
+        n = int(value)
         if lo is not None and n < lo or hi is not None and n > hi:
             raise invalid_param(f"Query parameter '{name}' is out of range")
         return n
@@ -198,6 +229,7 @@ class MatrixResource(resource.Resource):
             logger.exception("request %s %s failed", req.method, req.path)
             status, body = 500, {"errcode": "M_UNKNOWN", "error": "Internal server error"}
         if disconnected:
+            self._log_access(raw, req, status, 0, note=" (client went away)")
             return
         self._respond(raw, req, status, body)
 
@@ -205,12 +237,14 @@ class MatrixResource(resource.Resource):
         raw = req.raw
         try:
             route, params = self.router.match(req.method, req.path)
-        except UnicodeDecodeError:
-            raise invalid_param("Path is not valid UTF-8") from None
+        except MatrixError:
+            # Requests for unknown paths count against the per-IP limit too.
+            self.ip_limiter.check(req.ip)
+            raise
         if route.ip_ratelimit:
             self.ip_limiter.check(req.ip)
         if raw.body_too_large:
-            raise MatrixError(413, "M_TOO_LARGE", "Request body is too large")
+            raise too_large()
         if route.auth != AUTH_NONE:
             token = self.auth.token_from_request(req)
             if token is not None or route.auth != AUTH_OPTIONAL:
@@ -220,33 +254,55 @@ class MatrixResource(resource.Resource):
         return await route.handler(req, **params)
 
     def _respond(self, raw: MatrixRequest, req: HttpRequest, status: int, body: Any) -> None:
-        raw.setResponseCode(status)
         if isinstance(body, (bytes, type(None))):
             data = body or b""
         else:
-            data = encode_json(body)
+            try:
+                data = encode_json(body)
+            except (TypeError, ValueError):
+                logger.exception("response to %s %s is not JSON-serialisable", req.method, req.path)
+                status, data = 500, encode_json({"errcode": "M_UNKNOWN",
+                                                 "error": "Internal server error"})
             raw.setHeader(b"Content-Type", b"application/json")
-        raw.setHeader(b"Content-Length", str(len(data)).encode())
+        raw.setResponseCode(status)
+        if status not in (204, 304):  # RFC 9110 8.6: no Content-Length on a 204
+            raw.setHeader(b"Content-Length", str(len(data)).encode())
         if raw.method != b"HEAD" and data:
             raw.write(data)
         raw.finish()
         self._log_access(raw, req, status, len(data))
 
     @staticmethod
-    def _log_access(raw: MatrixRequest, req: HttpRequest, status: int, size: int) -> None:
+    def _log_access(raw: MatrixRequest, req: HttpRequest, status: int, size: int,
+                    note: str = "") -> None:
         who = "-"
         if raw.requester is not None:
             who = f"{raw.requester.user_id}/{raw.requester.device_id}"
-        uri = raw.uri.decode("ascii", "replace")
-        if "access_token=" in uri:
-            uri = _redact_token(uri)
-        access_logger.info('%s - %s "%s %s HTTP/%s" %d %dB %.1fms "%s"', req.ip, who, req.method,
-                           uri, raw.clientproto.decode().rsplit("/", 1)[-1], status, size,
-                           (time.monotonic() - raw.start_time) * 1000, req.user_agent)
+        uri = redact_uri(raw.uri.decode("ascii", "replace"))
+        proto = raw.clientproto.decode("ascii", "replace").rsplit("/", 1)[-1]
+        access_logger.info('%s - %s "%s %s HTTP/%s" %d %dB %.1fms "%s"%s', req.ip, who,
+                           req.method, uri, proto, status, size,
+                           (time.monotonic() - raw.start_time) * 1000, req.user_agent, note)
 
 
-def _redact_token(uri: str) -> str:
-    return re.sub(r"(access_token=)[^&]*", r"\1<redacted>", uri)
+# Query parameters whose values are secrets, compared after percent-decoding the name.
+_SECRET_PARAMS = {"access_token", "refresh_token", "token", "password"}
+_QUERY_PARAM = re.compile(r"([?&;])([^=&;]*)=([^&;]*)")
+
+
+def redact_uri(uri: str) -> str:
+    """The request URI for the access log, with the values of secret query parameters hidden.
+
+    Query tokens are not accepted, but clients still send them; the log must not keep them.
+    """
+    if "?" not in uri:
+        return uri
+    path, query = uri.split("?", 1)
+
+    def hide(m: re.Match) -> str:
+        name = unquote(m.group(2).replace("+", " "), errors="replace").strip().lower()
+        return f"{m.group(1)}{m.group(2)}=<redacted>" if name in _SECRET_PARAMS else m.group(0)
+    return path + _QUERY_PARAM.sub(hide, "?" + query)
 
 
 def make_site(res: resource.Resource, json_limit: int, upload_limit: int) -> server.Site:
