@@ -507,7 +507,9 @@ class _ResolverV2:
 class _ResolverV1:
     """Room version 1 state resolution (rooms/v1 "State resolution")."""
 
-    def __init__(self, room_version: RoomVersion, events: _EventCache, rejected: RejectedCheck):
+    def __init__(
+        self, room_version: RoomVersion, events: _EventCache, rejected: RejectedCheck
+    ) -> None:
         self.rv = room_version
         self.events = events
         self.rejected = rejected

@@ -167,7 +167,3 @@ class Room:
         levels.update({f"@{k}:example.com": v for k, v in users.items()})
         return {"users": levels}
 
-
-def state_names(room: Room, state: Mapping[StateKey, str]) -> dict[StateKey, str]:
-    """The state map with event names instead of ids, for readable assertion failures."""
-    return {k: v.split(":", 1)[0][1:] for k, v in state.items()}
