@@ -448,6 +448,12 @@ def parse_config(raw: Any, path: str) -> Config:
         if k not in ("address", "account", "failed_attempts"):
             raise r.unknown(f"rc_login.{k}", {"address", "account", "failed_attempts"})
     password_enabled, policy = r.password_config(values["password_config"])
+    if (values["enable_registration"] and not values["enable_registration_without_verification"]
+            and not values["registration_requires_token"]):
+        raise ConfigError(
+            f"{path}: 'enable_registration' is on with no verification: this server has no email "
+            "verification, so also set 'enable_registration_without_verification: true' (anyone "
+            "can register) or 'registration_requires_token: true'")
     return Config(
         config_path=os.path.abspath(path),
         server_name=server_name,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet import defer, endpoints
 
@@ -32,9 +32,9 @@ from homeserver.api.client.register import RegisterApi
 from homeserver.api.client.rooms import RoomsApi
 from homeserver.api.client.versions import VersionsApi
 from homeserver.clock import Clock
-from homeserver.config import Config
+from homeserver.config import Config, ListenerConfig
 from homeserver.http.ratelimit import RateLimiter
-from homeserver.http.router import Router
+from homeserver.http.router import AUTH_NONE, Router
 from homeserver.http.site import MatrixResource, make_site
 from homeserver.jobs.scheduler import Scheduler
 from homeserver.rooms.builder import EventBuilder
@@ -80,14 +80,19 @@ class HomeServer:
     config: Config
     db: Database
     router: Router
-    site: Any
+    sites: list[Any]
     scheduler: Scheduler
     ports: list[Any]
     ip_tracker: ClientIpTracker
 
 
+async def _health(req: Any) -> tuple[int, Any]:
+    return 200, b"OK"
+
+
 async def build_router(config: Config, db: Database, clock: Clock, signing_key: SigningKey
-                       ) -> tuple[Router, MatrixResource, Scheduler, ClientIpTracker]:
+                       ) -> tuple[Router, Callable[[ListenerConfig], MatrixResource], Scheduler,
+                                  ClientIpTracker]:
     accounts = AccountStore(db)
     profiles_store = ProfileStore(db)
     ip_store = ClientIpStore(db)
@@ -132,9 +137,14 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     AdminUsersApi(config, registration, sessions, accounts, ip_store, ips, clock).register(router)
     AdminRegistrationTokensApi(token_store, clock).register(router)
 
-    resource = MatrixResource(router, auth, RateLimiter(config.rc_client_ip),
-                              x_forwarded=any(lis.x_forwarded for lis in config.listeners),
-                              max_json_depth=config.max_json_depth)
+    ip_limiter = RateLimiter(config.rc_client_ip)
+    router.add("GET", "/health", _health, auth=AUTH_NONE, ip_ratelimit=False)
+
+    def resource_for(listener: ListenerConfig) -> MatrixResource:
+        # One resource per listener: X-Forwarded-For is trusted only where that listener says
+        # so, and a listener serves only the resources it names.
+        return MatrixResource(router, auth, ip_limiter, x_forwarded=listener.x_forwarded,
+                              max_json_depth=config.max_json_depth, resources=listener.resources)
 
     scheduler = Scheduler(clock)
     scheduler.every("flush client IPs", FLUSH_INTERVAL_S, ips.flush)
@@ -143,22 +153,11 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     scheduler.every("expire UIA sessions", 3600.0,
                     lambda: uia_store.delete_older_than(clock.time_msec() - SESSION_LIFETIME_MS))
     scheduler.at_shutdown("flush client IPs", ips.flush)
-    return router, resource, scheduler, ips
-
-
-def check_startup_config(config: Config) -> None:
-    """Refuse combinations Synapse refuses too, with the reason."""
-    if (config.enable_registration and not config.enable_registration_without_verification
-            and not config.registration_requires_token):
-        raise ValueError(
-            f"{config.config_path}: 'enable_registration' is on with no verification: this server "
-            "has no email verification, so also set 'enable_registration_without_verification: true' "
-            "(anyone can register) or 'registration_requires_token: true'")
+    return router, resource_for, scheduler, ips
 
 
 async def start(config: Config, reactor: Any) -> HomeServer:
     """Open the database, apply migrations, build the services and listen."""
-    check_startup_config(config)
     signing_key = load_or_create_signing_key(config.signing_key_path)
     os.makedirs(config.media_store_path, exist_ok=True)
     clock = Clock(reactor)
@@ -167,10 +166,12 @@ async def start(config: Config, reactor: Any) -> HomeServer:
     applied = await prepare_database(db)
     if applied:
         logger.info("database schema migrated: %s", ", ".join(applied))
-    router, resource, scheduler, ips = await build_router(config, db, clock, signing_key)
-    site = make_site(resource, config.max_json_body_size, config.max_upload_size)
+    router, resource_for, scheduler, ips = await build_router(config, db, clock, signing_key)
     ports = []
+    sites = []
     for lis in config.listeners:
+        site = make_site(resource_for(lis), config.max_json_body_size, config.max_upload_size)
+        sites.append(site)
         for addr in lis.bind_addresses:
             interface = addr if ":" not in addr else addr.strip("[]")
             ep = endpoints.TCP4ServerEndpoint(reactor, lis.port, interface=interface) \
@@ -181,4 +182,4 @@ async def start(config: Config, reactor: Any) -> HomeServer:
             logger.info("listening on http://%s:%d/ (%s)", addr, host.port, ", ".join(lis.resources))
     scheduler.start()
     reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.ensureDeferred(scheduler.stop()))
-    return HomeServer(config, db, router, site, scheduler, ports, ips)
+    return HomeServer(config, db, router, sites, scheduler, ports, ips)

@@ -266,6 +266,10 @@ def _validate(method: str, path: str, r: requests.Response) -> None:
     if r.status_code < 400:
         validate_response(method, path, r.status_code, body)
         return
+    if r.status_code == 401 and isinstance(body, dict) and body.get("errcode") in (
+            "M_MISSING_TOKEN", "M_UNKNOWN_TOKEN"):
+        validate_error(r.status_code, body)  # an auth failure, not a UIA challenge
+        return
     try:
         validate_response(method, path, r.status_code, body)
     except AssertionError as e:

@@ -169,7 +169,15 @@ def test_top_level_type_check(key: str) -> None:
     ("extra_well_known_client_content", {"org.example": {"a": 1}}, {"org.example": {"a": 1}}),
 ])
 def test_top_level_values_accepted(key: str, value: Any, expected: Any) -> None:
-    assert getattr(parse({key: value}), key) == expected
+    extra = {"enable_registration_without_verification": True} if key == "enable_registration" else {}
+    assert getattr(parse({key: value, **extra}), key) == expected
+
+
+def test_open_registration_needs_a_verification_choice() -> None:
+    msg = error({"enable_registration": True})
+    assert msg.startswith(f"{PATH}: 'enable_registration' is on with no verification")
+    assert "enable_registration_without_verification" in msg
+    assert parse({"enable_registration": True, "registration_requires_token": True}).enable_registration
 
 
 @pytest.mark.parametrize("key,value", [("bcrypt_rounds", 32), ("bcrypt_rounds", True),

@@ -46,11 +46,15 @@ def parse_user_identifier(auth: dict[str, Any], server_name: str) -> str:
     ident = auth.get("identifier")
     if ident is None and "user" in auth:
         ident = {"type": "m.id.user", "user": auth["user"]}
-    if not isinstance(ident, dict):
+    if ident is None:
         raise MatrixError(400, "M_MISSING_PARAM", "Missing parameter: identifier")
+    if not isinstance(ident, dict):
+        raise MatrixError(400, "M_INVALID_PARAM", "'identifier' must be an object")
     if ident.get("type") != "m.id.user":
         raise MatrixError(400, "M_UNKNOWN", f"Unknown identifier type: {ident.get('type')!r}")
-    user = ident.get("user")
+    if "user" not in ident:
+        raise MatrixError(400, "M_MISSING_PARAM", "Missing parameter: identifier.user")
+    user = ident["user"]
     if not isinstance(user, str) or not user:
         raise MatrixError(400, "M_INVALID_PARAM", "'identifier.user' must be a non-empty string")
     if user.startswith("@"):

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, unquote
 from twisted.internet import defer
 from twisted.web import resource, server
 
-from homeserver.http.errors import MatrixError, invalid_param, missing_param, too_large
+from homeserver.http.errors import MatrixError, invalid_param, missing_param, too_large, unrecognized
 from homeserver.http.jsonbody import JsonObject, parse_json
 from homeserver.http.router import AUTH_NONE, AUTH_OPTIONAL, Router
 
@@ -36,6 +36,17 @@ _INTEGER = re.compile(r"-?[0-9]{1,18}")
 
 def encode_json(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+# What each listener resource name (Synapse's names) serves.
+RESOURCE_PREFIXES: dict[str, tuple[str, ...]] = {
+    "client": ("/_matrix/client/", "/_synapse/admin/", "/_synapse/client/", "/.well-known/matrix/"),
+    "federation": ("/_matrix/federation/", "/_matrix/key/", "/.well-known/matrix/server"),
+    "keys": ("/_matrix/key/",),
+    "media": ("/_matrix/media/", "/_matrix/client/v1/media/", "/_matrix/federation/v1/media/"),
+    "openid": ("/_matrix/federation/v1/openid/",),
+    "health": ("/health",),
+}
 
 
 class MatrixRequest(server.Request):
@@ -188,13 +199,18 @@ class MatrixResource(resource.Resource):
     isLeaf = True
 
     def __init__(self, router: Router, authenticator: "Authenticator", ip_limiter: "RateLimiter",
-                 *, x_forwarded: bool = False, max_json_depth: int = 100) -> None:
+                 *, x_forwarded: bool = False, max_json_depth: int = 100,
+                 resources: tuple[str, ...] | None = None) -> None:
         super().__init__()
         self.router = router
         self.auth = authenticator
         self.ip_limiter = ip_limiter
         self.x_forwarded = x_forwarded
         self.max_json_depth = max_json_depth
+        # Path prefixes this listener serves (from its configured resource names); None: all.
+        self.prefixes: tuple[str, ...] | None = None
+        if resources is not None:
+            self.prefixes = tuple(p for name in resources for p in RESOURCE_PREFIXES.get(name, ()))
 
     def render(self, request: MatrixRequest) -> Any:  # type: ignore[override]
         d = defer.ensureDeferred(self._handle(request))
@@ -236,6 +252,8 @@ class MatrixResource(resource.Resource):
     async def _dispatch(self, req: HttpRequest) -> tuple[int, Any]:
         raw = req.raw
         try:
+            if self.prefixes is not None and not req.path.startswith(self.prefixes):
+                raise unrecognized(404, "Unrecognized request")
             route, params = self.router.match(req.method, req.path)
         except MatrixError:
             # Requests for unknown paths count against the per-IP limit too.

@@ -8,11 +8,11 @@ because some other, earlier rule happened to reject the event.
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Any, Mapping
 
 import pytest
 
+from crypto.base64 import decode_base64, encode_urlsafe_base64
 from crypto.keys import encode_verify_key, generate_signing_key, get_verify_key
 from crypto.room_versions import KNOWN_ROOM_VERSIONS
 from crypto.signing import sign_json
@@ -300,6 +300,34 @@ def test_create_event_required_among_auth_events(version: str) -> None:
     without = [i for i in message.auth_event_ids if i != room.create.event_id]
     room.rejects(room.build("m.room.message", ALICE, {"body": "hi"}, auth=without),
                  "auth_events.no_create")
+
+
+def test_auth_events_list_rules_on_their_own() -> None:
+    """check_auth_events alone covers rule 2 (the state-map rules repeat some of it)."""
+    room = make_room("10")
+    other = make_room("10")
+    message = room.build("m.room.message", ALICE, {"body": "hi"})
+    auth = [room.events[i] for i in message.auth_event_ids]
+    check_auth_events(message, auth)
+    no_create = room.build("m.room.message", ALICE, {}, auth=[
+        e.event_id for e in auth if e.type != CREATE])
+    with pytest.raises(AuthError) as info:
+        check_auth_events(no_create, [e for e in auth if e.type != CREATE])
+    assert info.value.rule == "auth_events.no_create"
+    foreign = other.state[(PL, "")]
+    swapped = [foreign if e.type == PL else e for e in auth]
+    crossed = room.build("m.room.message", ALICE, {}, auth=[e.event_id for e in swapped])
+    with pytest.raises(AuthError) as info:
+        check_auth_events(crossed, swapped)
+    assert info.value.rule == "auth_events.room_id"
+
+
+def test_non_state_auth_event_rejected() -> None:
+    room = make_room("10")
+    chatter = room.send("m.room.message", ALICE, {"body": "hi"})
+    message = room.build("m.room.message", ALICE, {"body": "hi"})
+    auth = message.auth_event_ids + [chatter.event_id]
+    room.rejects(room.build("m.room.message", ALICE, {}, auth=auth), "auth_events.not_state")
 
 
 def test_rejected_auth_event_rejected() -> None:
@@ -634,6 +662,16 @@ def test_third_party_invite_allowed(version: str, field: str) -> None:
     room.set_member(BOB, BOB, "join")
 
 
+def test_third_party_invite_url_safe_public_key() -> None:
+    room = make_room("10")
+    ids = IdentityServer()
+    while "+" not in ids.public_key and "/" not in ids.public_key:
+        ids = IdentityServer()
+    url_safe = encode_urlsafe_base64(decode_base64(ids.public_key))
+    room.send(TPI, ALICE, {"public_keys": ["junk", {"public_key": url_safe}]}, state_key="tok")
+    room.apply(_third_party_invite(room, ALICE, BOB, ids.signed(BOB, "tok")))
+
+
 def test_third_party_invite_signature_must_verify() -> None:
     room, ids = _third_party_room()
     forged = IdentityServer().signed(BOB, "tok")
@@ -654,6 +692,16 @@ def test_third_party_invite_signed_fields() -> None:
                  "member.third_party.mxid")
     room.rejects(_third_party_invite(room, ALICE, BOB, ids.signed(BOB, "other")),
                  "member.third_party.token")
+
+
+def test_third_party_invite_needs_no_joined_sender() -> None:
+    # Rule "If content has a third_party_invite property": allowed once the signature
+    # verifies, without the sender-joined and invite-level rules of plain invites.
+    room, ids = _third_party_room()
+    room.add(DAVE)
+    room.send(TPI, DAVE, {"public_key": ids.public_key}, state_key="dave-tok")
+    room.set_member(DAVE, DAVE, "leave")
+    room.apply(_third_party_invite(room, DAVE, BOB, ids.signed(BOB, "dave-tok", DAVE)))
 
 
 def test_third_party_invite_sender_must_match() -> None:
@@ -888,12 +936,25 @@ def test_integer_power_levels_from_v10() -> None:
         room.check(room.power_levels(users={ALICE: 100}, **{name: {"x": 5}}))
 
 
-def test_float_power_levels_truncated_before_v6() -> None:
-    room = make_room("5", users={BOB: 50.7})
+@pytest.mark.parametrize("version", ["1", "5"])
+def test_float_power_levels_truncated_before_v6(version: str) -> None:
+    room = make_room(version, users={BOB: 50.7, CAROL: 49.9})
+    for user in (BOB, CAROL, DAVE):
+        room.add(user)
+    room.rejects(room.member(CAROL, DAVE, "ban"), "member.ban.level")  # 49.9 counts as 49
+    room.set_member(BOB, DAVE, "ban")  # 50.7 counts as 50, the ban level
+    # 50.2 is no change from 50.7 (both 50), so Bob may "edit" his own entry this way.
+    room.check(room.power_levels(BOB, users={ALICE: 100, BOB: 50.2, CAROL: 49.9}))
+
+
+@pytest.mark.parametrize("version", ["1", "10"])
+def test_users_default(version: str) -> None:
+    users_default: Any = "10" if version == "1" else 10
+    room = make_room(version, users_default=users_default, events_default=10, state_default=11)
     room.add(BOB)
-    room.set_member(BOB, CAROL, "ban")  # 50.7 counts as 50, the ban level
-    room.rejects(room.member(ALICE, BOB, "ban"), "member.invite.target") if False else None
-    room.check(room.power_levels(users={ALICE: 100, BOB: 50.2}))  # unchanged: 50 == 50
+    room.check(room.build("m.room.message", BOB, {"body": "hi"}))
+    room.rejects(room.build("m.room.topic", BOB, {"topic": "t"}, state_key=""),
+                 "power_level.required")
 
 
 @pytest.mark.parametrize("version", ["1", "10", "12"])
@@ -1033,6 +1094,8 @@ def test_redaction_is_ordinary_from_v3(version: str) -> None:
     content: dict[str, Any] = {"redacts": theirs.event_id}
     extra = None if room.rv.redacts_in_content else {"redacts": theirs.event_id}
     room.check(room.build("m.room.redaction", BOB, content, extra=extra))
+    # The auth rules do not look at what is redacted at all.
+    room.check(room.build("m.room.redaction", BOB, {}))
     room = make_room(version, events={"m.room.redaction": 50})
     room.add(BOB)
     room.rejects(room.build("m.room.redaction", BOB, content, extra=extra),

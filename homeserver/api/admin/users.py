@@ -83,6 +83,10 @@ class AdminUsersApi:
         user_type = body.str("user_type")
         displayname = body.str("displayname")
         mac = body.str("mac", required=True)
+        if user_type not in (None, "bot", "support"):
+            raise MatrixError(400, "M_INVALID_PARAM", "user_type must be 'bot' or 'support'")
+        if "\x00" in username or "\x00" in password:
+            raise MatrixError(400, "M_INVALID_PARAM", "username and password must not contain NUL")
         issued = self._nonces.pop(nonce, None)
         if issued is None or issued + NONCE_LIFETIME_MS < self.clock.time_msec():
             raise MatrixError(400, "M_UNKNOWN", "unrecognised nonce")

@@ -72,8 +72,8 @@ class RegisterApi:
         if username is not None:
             username = username.lower()
         password = body.str("password", max_length=MAX_PASSWORD_LENGTH)
-        body.str("device_id")
-        body.str("initial_device_display_name")
+        self.sessions.check_device_id(body.str("device_id"))
+        self.sessions.check_display_name(body.str("initial_device_display_name"))
         body.bool("inhibit_login")
         body.bool("refresh_token")
         if username is not None:
@@ -113,6 +113,8 @@ class RegisterApi:
     async def _register_guest(self, req: HttpRequest, body: JsonObject) -> tuple[int, Any]:
         if not self.config.allow_guest_access:
             raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is disabled")
+        self.sessions.check_display_name(body.str("initial_device_display_name"))
+        body.bool("refresh_token")
         self.limiter.check(req.ip)
         user_id = await self.registration.register_guest()
         result = await self.sessions.create_session(
