@@ -145,6 +145,11 @@ def _normalise(node: Any) -> Any:
             key = str(key).lower() if isinstance(key, bool) else str(key)
             if key == "$ref" and isinstance(value, str):
                 out[key] = value.strip()
+            elif key == "oneOf" and isinstance(value, list) and {"type": "object"} in value:
+                # A spec defect: "oneOf: [{type: object}, <an object schema>]" (GET .../state/
+                # {eventType}/{stateKey}) rejects every body that matches the second branch,
+                # since it then matches both. The intent is "either"; read it as anyOf.
+                out["anyOf"] = _normalise(value)
             else:
                 out[key] = _normalise(value)
         return out

@@ -38,11 +38,11 @@ _PARAM = re.compile(r"\{(\w+)(\*?)\}")
 
 
 def compile_template(template: str) -> re.Pattern:
-    """'{name}' matches one path segment; '{name*}' matches the rest of the path."""
+    """'{name}' matches one path segment; '{name*}' matches the rest of the path, maybe empty."""
     out, pos = [], 0
     for m in _PARAM.finditer(template):
         out.append(re.escape(template[pos:m.start()]))
-        out.append(f"(?P<{m.group(1)}>.+)" if m.group(2) else f"(?P<{m.group(1)}>[^/]+)")
+        out.append(f"(?P<{m.group(1)}>.*)" if m.group(2) else f"(?P<{m.group(1)}>[^/]+)")
         pos = m.end()
     out.append(re.escape(template[pos:]))
     return re.compile("^" + "".join(out) + "$")

@@ -9,6 +9,8 @@ from crypto.room_versions import DEFAULT_ROOM_VERSION, KNOWN_ROOM_VERSIONS, get_
 from homeserver.http.errors import MatrixError
 from homeserver.identifiers import is_valid_user_id
 from homeserver.rooms.creator import EventCreator
+from homeserver.rooms.events import Event
+from homeserver.rooms.power_levels import get_named_level, get_power_level
 from storage.directory import DirectoryStore
 from storage.events import EventStore, PersistedEvent
 from storage.profiles import ProfileStore
@@ -149,6 +151,28 @@ class RoomService:
         if visibility == "public":
             await self.directory.set_public(room_id, True)
         return room_id
+
+    async def power_of(self, room_id: str, user_id: str) -> tuple[int | float, Event | None]:
+        """A user's current power level in a room, and the power levels event it came from."""
+        state = await self.store.get_current_state_ids(room_id)
+        ids = [i for i in (state.get(("m.room.power_levels", "")), state.get(("m.room.create", ""))) if i]
+        events = await self.store.get_events(ids)
+        pl = events.get(state.get(("m.room.power_levels", ""), ""))
+        create = events.get(state.get(("m.room.create", ""), ""))
+        return get_power_level(user_id, pl, create), pl
+
+    async def redact(self, room_id: str, sender: str, target: Event, reason: str | None,
+                     txn_key: str | None) -> PersistedEvent:
+        """Redact ``target``: one's own events, or others' with the room's redact power level."""
+        if target.sender != sender:
+            level, pl = await self.power_of(room_id, sender)
+            if level < get_named_level("redact", pl):
+                raise MatrixError(403, "M_FORBIDDEN", "You may not redact other users' events")
+        content: dict[str, Any] = {}
+        if reason is not None:
+            content["reason"] = reason
+        return await self.send(room_id, sender, "m.room.redaction", content, txn_key=txn_key,
+                               redacts=target.event_id)
 
     async def update_membership(self, room_id: str, sender: str, target: str, membership: str,
                                 reason: str | None = None, extra: Mapping[str, Any] | None = None,

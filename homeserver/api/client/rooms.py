@@ -115,11 +115,15 @@ class RoomsApi:
         check_type_and_key(eventType)
         content = req.json().data
         key = f"{req.requester.user_id}|{req.requester.device_id}|{txnId}"
-        redacts = None
         if eventType == "m.room.redaction":
-            redacts = content.get("redacts") if isinstance(content.get("redacts"), str) else None
-        ev = await self.rooms.send(roomId, req.requester.user_id, eventType, content, txn_key=key,
-                                   redacts=redacts)
+            target_id = content.get("redacts")
+            target = await self.store.get_event_row(target_id) if isinstance(target_id, str) else None
+            if target is None or target.event.room_id != roomId:
+                raise MatrixError(400, "M_INVALID_PARAM", "'redacts' must name an event in this room")
+            reason = content.get("reason") if isinstance(content.get("reason"), str) else None
+            ev = await self.rooms.redact(roomId, req.requester.user_id, target.event, reason, key)
+            return 200, {"event_id": ev.event.event_id}
+        ev = await self.rooms.send(roomId, req.requester.user_id, eventType, content, txn_key=key)
         return 200, {"event_id": ev.event.event_id}
 
     async def put_state_empty_key(self, req: HttpRequest, roomId: str, eventType: str) -> tuple[int, Any]:
@@ -148,12 +152,8 @@ class RoomsApi:
         if target is None or target.event.room_id != roomId \
                 or not await self.visibility.can_see(req.requester.user_id, target):
             raise MatrixError(404, "M_NOT_FOUND", "Event not found")
-        content: dict[str, Any] = {}
-        if reason is not None:
-            content["reason"] = reason
         key = f"{req.requester.user_id}|{req.requester.device_id}|redact|{txnId}"
-        ev = await self.rooms.send(roomId, req.requester.user_id, "m.room.redaction", content,
-                                   txn_key=key, redacts=eventId)
+        ev = await self.rooms.redact(roomId, req.requester.user_id, target.event, reason, key)
         return 200, {"event_id": ev.event.event_id}
 
     # --- reading -------------------------------------------------------------------------------
