@@ -25,6 +25,7 @@ from homeserver.api.admin.registration_tokens import AdminRegistrationTokensApi
 from homeserver.api.admin.users import AdminUsersApi
 from homeserver.api.client.account import AccountApi
 from homeserver.api.client.devices import DevicesApi
+from homeserver.api.client.directory import DirectoryApi
 from homeserver.api.client.login import LoginApi
 from homeserver.api.client.membership import MembershipApi
 from homeserver.api.client.profile import ProfileApi
@@ -134,6 +135,7 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     ProfileApi(profiles).register(router)
     RoomsApi(rooms, events, visibility, serializer).register(router)
     MembershipApi(rooms, events, directory, serializer).register(router)
+    DirectoryApi(directory, events, rooms, clock, config.server_name).register(router)
     AdminUsersApi(config, registration, sessions, accounts, ip_store, ips, clock).register(router)
     AdminRegistrationTokensApi(token_store, clock).register(router)
 

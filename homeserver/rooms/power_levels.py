@@ -75,7 +75,10 @@ def room_creators(create_event: Event) -> frozenset[str]:
 def get_power_level(
     user_id: str, power_levels_event: Event | None, create_event: Event | None
 ) -> int | float:
-    """A user's power level; ``math.inf`` for the room creators in rooms v12 and later."""
+    """A user's power level; ``math.inf`` for the room creators in rooms v12 and later.
+
+    Without ``create_event`` nobody is treated as a creator (no 100 default, no infinity).
+    """
     if create_event is not None and user_id in room_creators(create_event):
         if create_event.room_version.privileged_room_creators:
             return math.inf

@@ -152,6 +152,46 @@ class RoomService:
             await self.directory.set_public(room_id, True)
         return room_id
 
+    async def current_state_events(self, room_id: str, keys: list[tuple[str, str]]) -> dict:
+        """(type, state_key) -> Event for those keys present in the room's current state."""
+        state = await self.store.get_current_state_ids(room_id)
+        ids = {k: state[k] for k in keys if k in state}
+        events = await self.store.get_events(ids.values())
+        return {k: events[i] for k, i in ids.items() if i in events}
+
+    async def world_readable(self, room_id: str) -> bool:
+        key = ("m.room.history_visibility", "")
+        ev = (await self.current_state_events(room_id, [key])).get(key)
+        return ev is not None and ev.content.get("history_visibility") == "world_readable"
+
+    async def directory_entry(self, room_id: str) -> dict[str, Any]:
+        """The public room directory's summary of a room (spec PublishedRoomsChunk)."""
+        keys = [("m.room.name", ""), ("m.room.topic", ""), ("m.room.avatar", ""),
+                ("m.room.canonical_alias", ""), ("m.room.join_rules", ""),
+                ("m.room.guest_access", ""), ("m.room.history_visibility", ""), ("m.room.create", "")]
+        ev = await self.current_state_events(room_id, keys)
+
+        def field(key: str, name: str) -> Any:
+            e = ev.get((key, ""))
+            value = e.content.get(name) if e is not None else None
+            return value if isinstance(value, str) else None
+
+        entry: dict[str, Any] = {
+            "room_id": room_id,
+            "num_joined_members": len(await self.store.get_members(room_id)),
+            "world_readable": field("m.room.history_visibility", "history_visibility") == "world_readable",
+            "guest_can_join": field("m.room.guest_access", "guest_access") == "can_join",
+        }
+        for key, name, out in (("m.room.name", "name", "name"), ("m.room.topic", "topic", "topic"),
+                               ("m.room.avatar", "url", "avatar_url"),
+                               ("m.room.canonical_alias", "alias", "canonical_alias"),
+                               ("m.room.join_rules", "join_rule", "join_rule"),
+                               ("m.room.create", "type", "room_type")):
+            value = field(key, name)
+            if value is not None:
+                entry[out] = value
+        return entry
+
     async def power_of(self, room_id: str, user_id: str) -> tuple[int | float, Event | None]:
         """A user's current power level in a room, and the power levels event it came from."""
         state = await self.store.get_current_state_ids(room_id)
