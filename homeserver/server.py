@@ -30,7 +30,9 @@ from homeserver.api.client.login import LoginApi
 from homeserver.api.client.membership import MembershipApi
 from homeserver.api.client.profile import ProfileApi
 from homeserver.api.client.register import RegisterApi
+from homeserver.api.client.reporting import ReportingApi
 from homeserver.api.client.rooms import RoomsApi
+from homeserver.api.client.tags import TagsApi
 from homeserver.api.client.versions import VersionsApi
 from homeserver.clock import Clock
 from homeserver.config import Config, ListenerConfig
@@ -53,6 +55,8 @@ from storage.engines import create_engine
 from storage.migrations import prepare_database
 from storage.profiles import ProfileStore
 from storage.registration_tokens import RegistrationTokenStore
+from storage.reports import ReportStore
+from storage.tags import TagStore
 from storage.uia import UiaStore
 
 logger = logging.getLogger(__name__)
@@ -113,6 +117,8 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     events = EventStore(db)
     await events.load()
     directory = DirectoryStore(db)
+    reports = ReportStore(db)
+    await reports.load()
 
     async def resolve(rv, states):  # type: ignore[no-untyped-def]
         return await resolve_state(rv, states, events.get_events)
@@ -136,6 +142,8 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     RoomsApi(rooms, events, visibility, serializer).register(router)
     MembershipApi(rooms, events, directory, serializer).register(router)
     DirectoryApi(directory, events, rooms, clock, config.server_name).register(router)
+    ReportingApi(reports, events, accounts, visibility, clock).register(router)
+    TagsApi(TagStore(db)).register(router)
     AdminUsersApi(config, registration, sessions, accounts, ip_store, ips, clock).register(router)
     AdminRegistrationTokensApi(token_store, clock).register(router)
 

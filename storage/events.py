@@ -70,14 +70,13 @@ class EventStore:
         self.db = db
         self.stream_ids = IdGenerator("events", "stream_ordering")
         self.state_ids = IdGenerator("state_groups", "id")
-        self.report_ids = IdGenerator("event_reports", "id")
         self.state_cache = StateGroupCache()
         self.state = StateGroups(self.state_cache, self.state_ids)
         self._events = _EventCache()
         self._room_versions: dict[str, str] = {}
 
     async def load(self) -> None:
-        for gen in (self.stream_ids, self.state_ids, self.report_ids):
+        for gen in (self.stream_ids, self.state_ids):
             await gen.load(self.db)
 
     # --- rooms ---------------------------------------------------------------------------------

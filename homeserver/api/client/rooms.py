@@ -62,6 +62,7 @@ class RoomsApi:
         r("GET", "/rooms/{roomId}/state/{eventType}/{stateKey*}", self.get_state_event, allow_guest=True)
         r("GET", "/rooms/{roomId}/event/{eventId}", self.get_event, allow_guest=True)
         r("GET", "/rooms/{roomId}/messages", self.messages, allow_guest=True)
+        r("GET", "/rooms/{roomId}/context/{eventId}", self.context, allow_guest=True)
         r("PUT", "/rooms/{roomId}/redact/{eventId}/{txnId}", self.redact)
 
     # --- create --------------------------------------------------------------------------------
@@ -247,3 +248,32 @@ class RoomsApi:
             raise MatrixError(403, "M_FORBIDDEN", "You are not allowed to read this room")
         return 200, out
 
+    async def context(self, req: HttpRequest, roomId: str, eventId: str) -> tuple[int, Any]:
+        """The event with up to ``limit`` events around it, and the room state at the end."""
+        assert req.requester is not None
+        check_room_id(roomId)
+        limit = req.query_int("limit", 10, lo=0, hi=1000) or 0
+        row = await self.store.get_event_row(eventId)
+        if row is None or row.event.room_id != roomId or row.outlier \
+                or not await self.visibility.can_see(req.requester.user_id, row):
+            raise MatrixError(404, "M_NOT_FOUND", "Event not found")
+        pos = (row.event.depth, row.stream_ordering)
+        before = await self.store.paginate(roomId, pos, True, limit // 2)
+        after = await self.store.paginate(roomId, pos, False, limit - limit // 2)
+        user = req.requester.user_id
+        before = await self.visibility.filter_for_user(user, before)
+        after = await self.visibility.filter_for_user(user, after)
+        first = before[-1] if before else row
+        last = after[-1] if after else row
+        group = last.state_group_after
+        state_ids = list((await self.store.get_state_group(group)).values()) if group is not None else []
+        state_rows = await self.store.get_rows(state_ids)
+        ser = self.serializer.serialize
+        return 200, {
+            "event": (await ser([row]))[0],
+            "events_before": await ser(before),
+            "events_after": await ser(after),
+            "state": await ser(state_rows[i] for i in state_ids if i in state_rows),
+            "start": position_token(first.event.depth, first.stream_ordering),
+            "end": position_token(last.event.depth, last.stream_ordering),
+        }
