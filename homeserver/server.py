@@ -45,6 +45,7 @@ from homeserver.rooms.creator import EventCreator
 from homeserver.rooms.serialize import ClientSerializer
 from homeserver.rooms.service import RoomService
 from homeserver.rooms.state_res import resolve_state
+from homeserver.rooms.upgrade import RoomUpgrader
 from homeserver.rooms.visibility import Visibility
 from storage.accounts import AccountStore
 from storage.client_ips import ClientIpStore
@@ -139,7 +140,7 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     AccountApi(config, registration, sessions, deactivation, uia).register(router)
     DevicesApi(sessions, uia).register(router)
     ProfileApi(profiles).register(router)
-    RoomsApi(rooms, events, visibility, serializer).register(router)
+    RoomsApi(rooms, events, visibility, serializer, RoomUpgrader(rooms, directory)).register(router)
     MembershipApi(rooms, events, directory, serializer).register(router)
     DirectoryApi(directory, events, rooms, clock, config.server_name).register(router)
     ReportingApi(reports, events, accounts, visibility, clock).register(router)

@@ -30,6 +30,9 @@ class DirectoryStore:
             return True
         return await self.db.run("create_alias", fn)
 
+    async def move_alias(self, alias: str, room_id: str) -> None:
+        await self.db.execute("UPDATE room_aliases SET room_id = ? WHERE alias = ?", (room_id, alias))
+
     async def delete_alias(self, alias: str) -> bool:
         return await self.db.execute("DELETE FROM room_aliases WHERE alias = ?", (alias,)) > 0
 

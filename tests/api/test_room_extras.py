@@ -68,3 +68,30 @@ def test_tags(server: ServerProcess) -> None:
     assert list(a.get(f"user/{a.user_id}/rooms/{room}/tags").json()["tags"]) == ["m.favourite"]
     assert b.get(f"user/{a.user_id}/rooms/{room}/tags").status_code == 403
     assert a.put(f"user/{a.user_id}/rooms/{room}/tags/x", {"order": "high"}).status_code == 400
+
+
+def test_room_upgrade(server: ServerProcess) -> None:
+    from urllib.parse import quote
+    a, b, room, _ = setup_room(server)
+    b.post(f"join/{room}")
+    a.put(f"rooms/{room}/state/m.room.name/", {"name": "Old name"})
+    alias = f"#up{uuid.uuid4().hex[:6]}:test.local"
+    a.put(f"directory/room/{quote(alias)}", {"room_id": room})
+    a.put(f"rooms/{room}/state/m.room.canonical_alias/", {"alias": alias})
+    assert b.post(f"rooms/{room}/upgrade", {"new_version": "11"}).status_code == 403
+    r = a.post(f"rooms/{room}/upgrade", {"new_version": "999"})
+    assert (r.status_code, r.json()["errcode"]) == (400, "M_UNSUPPORTED_ROOM_VERSION")
+    r = a.post(f"rooms/{room}/upgrade", {"new_version": "11"})
+    assert r.status_code == 200, r.text
+    new = r.json()["replacement_room"]
+    tomb = a.get(f"rooms/{room}/state/m.room.tombstone/").json()
+    assert tomb["replacement_room"] == new
+    create = a.get(f"rooms/{new}/state/m.room.create/").json()
+    assert create["predecessor"]["room_id"] == room and create["room_version"] == "11"
+    assert a.get(f"rooms/{new}/state/m.room.name/").json() == {"name": "Old name"}
+    assert a.get(f"rooms/{new}/state/m.room.join_rules/").json() == {"join_rule": "public"}
+    assert a.get(f"directory/room/{quote(alias)}").json()["room_id"] == new
+    # Ordinary members can no longer talk in the old room, but can join the new one.
+    r = b.put(f"rooms/{room}/send/m.room.message/after", {"msgtype": "m.text", "body": "x"})
+    assert r.status_code == 403
+    assert b.post(f"join/{new}").status_code == 200

@@ -11,6 +11,7 @@ from homeserver.http.site import HttpRequest
 from homeserver.identifiers import check_user_id
 from homeserver.rooms.serialize import ClientSerializer
 from homeserver.rooms.service import PRESETS, RoomService
+from homeserver.rooms.upgrade import RoomUpgrader
 from homeserver.rooms.visibility import Visibility
 from storage.events import EventRow, EventStore
 
@@ -45,8 +46,9 @@ def parse_token(token: str) -> tuple[int, int]:
 
 class RoomsApi:
     def __init__(self, rooms: RoomService, store: EventStore, visibility: Visibility,
-                 serializer: ClientSerializer) -> None:
+                 serializer: ClientSerializer, upgrader: RoomUpgrader) -> None:
         self.rooms = rooms
+        self.upgrader = upgrader
         self.store = store
         self.visibility = visibility
         self.serializer = serializer
@@ -64,6 +66,7 @@ class RoomsApi:
         r("GET", "/rooms/{roomId}/messages", self.messages, allow_guest=True)
         r("GET", "/rooms/{roomId}/context/{eventId}", self.context, allow_guest=True)
         r("PUT", "/rooms/{roomId}/redact/{eventId}/{txnId}", self.redact)
+        r("POST", "/rooms/{roomId}/upgrade", self.upgrade)
 
     # --- create --------------------------------------------------------------------------------
 
@@ -277,3 +280,19 @@ class RoomsApi:
             "start": position_token(first.event.depth, first.stream_ordering),
             "end": position_token(last.event.depth, last.stream_ordering),
         }
+
+    async def upgrade(self, req: HttpRequest, roomId: str) -> tuple[int, Any]:
+        assert req.requester is not None
+        check_room_id(roomId)
+        body = req.json()
+        new_version = body.str("new_version", required=True)
+        creators = body.str_list("additional_creators", default=[])
+        for u in creators:
+            check_user_id(u)
+        membership = await self.store.get_membership(roomId, req.requester.user_id)
+        if membership is None or membership[0] != "join":
+            if await self.store.get_room_version(roomId) is None:
+                raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
+            raise MatrixError(403, "M_FORBIDDEN", "You are not in this room")
+        new_room = await self.upgrader.upgrade(roomId, req.requester.user_id, new_version, creators)
+        return 200, {"replacement_room": new_room}
