@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
 
 from storage.database import Database, Transaction
 from storage.engines import IntegrityError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -72,11 +76,33 @@ def _device(row: tuple) -> DeviceRecord:
     return DeviceRecord(*row)
 
 
+def _writes_tokens(method: F) -> F:
+    """Mark a store method that can change what a token stands for: the token cache is dropped
+    before and after it, and nothing read while it runs is cached."""
+    @functools.wraps(method)
+    async def wrapper(self: "AccountStore", *args: Any, **kwargs: Any) -> Any:
+        self._token_writes += 1
+        self._token_generation += 1
+        self._tokens.clear()
+        try:
+            return await method(self, *args, **kwargs)
+        finally:
+            self._token_writes -= 1
+            self._token_generation += 1
+            self._tokens.clear()
+    return wrapper  # type: ignore[return-value]
+
+
 class AccountStore:
     """SQL for the accounts domain; every method is one transaction."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Every authenticated request looks its token up; answers are cached and the whole
+        # cache is dropped by any write that could change one (these writes are rare).
+        self._tokens: dict[str, TokenRecord] = {}
+        self._token_generation = 0
+        self._token_writes = 0
 
     # --- users ---------------------------------------------------------------------------------
 
@@ -111,6 +137,7 @@ class AccountStore:
         await self.db.execute("UPDATE users SET password_hash = ? WHERE user_id = ?",
                               (password_hash, user_id))
 
+    @_writes_tokens
     async def set_admin(self, user_id: str, admin: bool) -> None:
         await self.db.execute("UPDATE users SET admin = ? WHERE user_id = ?", (admin, user_id))
 
@@ -121,6 +148,7 @@ class AccountStore:
         rows = await self.db.query("SELECT COUNT(*) FROM users WHERE deactivated = FALSE")
         return int(rows[0][0])
 
+    @_writes_tokens
     async def deactivate_user(self, user_id: str, now: int, *, erase: bool = False) -> None:
         """Mark deactivated, drop every session, device and IP record; keep the id reserved."""
         def fn(txn: Transaction) -> None:
@@ -165,6 +193,7 @@ class AccountStore:
                                   (name, user_id, device_id))
         return n > 0
 
+    @_writes_tokens
     async def delete_devices(self, user_id: str, device_ids: list[str]) -> None:
         """Delete devices with their tokens and IP records, all or nothing."""
         def fn(txn: Transaction) -> None:
@@ -187,6 +216,10 @@ class AccountStore:
             (token_hash, user_id, device_id, now, valid_until_ts, refresh_token_hash))
 
     async def get_access_token(self, token_hash: str) -> TokenRecord | None:
+        cached = self._tokens.get(token_hash)
+        if cached is not None:
+            return cached
+        generation, writing = self._token_generation, self._token_writes
         rows = await self.db.query(
             "SELECT t.token_hash, t.user_id, t.device_id, t.valid_until_ts, t.refresh_token_hash,"
             " t.used, u.is_guest, u.admin, u.deactivated"
@@ -195,11 +228,19 @@ class AccountStore:
         if not rows:
             return None
         r = rows[0]
-        return TokenRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5]), bool(r[6]), bool(r[7]), bool(r[8]))
+        rec = TokenRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5]), bool(r[6]), bool(r[7]), bool(r[8]))
+        # Only cache if no write happened while we read (it could have made this answer stale).
+        if generation == self._token_generation and not writing and not self._token_writes:
+            if len(self._tokens) >= 100_000:
+                self._tokens.clear()
+            self._tokens[token_hash] = rec
+        return rec
 
+    @_writes_tokens
     async def delete_access_token(self, token_hash: str) -> None:
         await self.db.execute("DELETE FROM access_tokens WHERE token_hash = ?", (token_hash,))
 
+    @_writes_tokens
     async def delete_user_tokens(self, user_id: str, except_device_id: str | None = None) -> list[str]:
         """Delete a user's tokens (keeping one device's); returns the devices whose tokens went."""
         def fn(txn: Transaction) -> list[str]:
@@ -230,6 +271,7 @@ class AccountStore:
             " WHERE token_hash = ?", (token_hash,))
         return RefreshRecord(*rows[0]) if rows else None
 
+    @_writes_tokens
     async def rotate_refresh_token(self, old_hash: str, new_refresh_hash: str, new_access_hash: str,
                                    user_id: str, device_id: str, now: int,
                                    access_valid_until: int, refresh_expiry: int | None) -> None:
@@ -257,6 +299,7 @@ class AccountStore:
                          new_refresh_hash))
         await self.db.run("rotate_refresh_token", fn)
 
+    @_writes_tokens
     async def consume_predecessor(self, refresh_hash: str) -> None:
         """The token pair after ``refresh_hash``'s predecessor has been used: revoke the predecessor."""
         def fn(txn: Transaction) -> None:
@@ -269,5 +312,6 @@ class AccountStore:
                         (refresh_hash,))
         await self.db.run("consume_predecessor", fn)
 
+    @_writes_tokens
     async def delete_refresh_token(self, token_hash: str) -> None:
         await self.db.execute("DELETE FROM refresh_tokens WHERE token_hash = ?", (token_hash,))

@@ -74,6 +74,8 @@ class EventStore:
         self.state = StateGroups(self.state_cache, self.state_ids)
         self._events = _EventCache()
         self._room_versions: dict[str, str] = {}
+        # room id -> forward extremities, kept in step with the table by persist_txn.
+        self._extremities: dict[str, list[str]] = {}
 
     async def load(self) -> None:
         for gen in (self.stream_ids, self.state_ids):
@@ -145,6 +147,13 @@ class EventStore:
                             [(room_id, p) for p in event.prev_event_ids])
             txn.execute("INSERT INTO forward_extremities (room_id, event_id) VALUES (?, ?)",
                         (room_id, event.event_id))
+            prevs, new_id = set(event.prev_event_ids), event.event_id
+
+            def update_extremities() -> None:
+                current = self._extremities.get(room_id)
+                if current is not None:
+                    self._extremities[room_id] = [e for e in current if e not in prevs] + [new_id]
+            txn.call_after_commit(update_extremities)
             if event.is_state:
                 self._set_current_state_txn(txn, room_id, {event.key: event.event_id}, [])
         if event.type == "m.room.member" and event.state_key is not None and not outlier \
@@ -234,8 +243,14 @@ class EventStore:
     # --- state ---------------------------------------------------------------------------------
 
     async def get_forward_extremities(self, room_id: str) -> list[str]:
+        cached = self._extremities.get(room_id)
+        if cached is not None:
+            return list(cached)
         rows = await self.db.query("SELECT event_id FROM forward_extremities WHERE room_id = ?", (room_id,))
-        return [r[0] for r in rows]
+        ids = [r[0] for r in rows]
+        # Callers that persist hold the event lock, so no write can slip in between.
+        self._extremities[room_id] = ids
+        return list(ids)
 
     async def get_state_group(self, group: int) -> StateMap:
         cached = self.state_cache.get(group)
