@@ -239,3 +239,14 @@ def test_big_event_and_bad_ids(server: ServerProcess) -> None:
     r = a.put(f"rooms/{room}/state/m.room.topic/{'k' * 300}", {"topic": "x"})
     assert (r.status_code, r.json()["errcode"]) == (400, "M_INVALID_PARAM")
     assert bodies(a, room) == []
+
+
+@pytest.mark.parametrize("version", [str(v) for v in range(1, 13)])
+def test_every_room_version_creates_sends_and_joins(server: ServerProcess, version: str) -> None:
+    a, b = make_users(server, 2)
+    room = create(a, room_version=version, preset="public_chat", name=f"v{version}")
+    send(a, room, "hello")
+    assert b.post(f"join/{room}").status_code == 200
+    send(b, room, "hi back")
+    assert bodies(b, room) == ["hi back", "hello"]
+    assert a.get(f"rooms/{room}/state/m.room.create/").json()["room_version"] == version
