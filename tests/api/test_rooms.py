@@ -250,3 +250,21 @@ def test_every_room_version_creates_sends_and_joins(server: ServerProcess, versi
     send(b, room, "hi back")
     assert bodies(b, room) == ["hi back", "hello"]
     assert a.get(f"rooms/{room}/state/m.room.create/").json()["room_version"] == version
+
+
+def test_members_at_a_point_in_the_timeline(server: ServerProcess) -> None:
+    a, b, c = make_users(server, 3)
+    room = create(a, preset="public_chat")
+    b.post(f"join/{room}")
+    send(a, room, "marker")
+    token = a.get(f"rooms/{room}/messages", params={"limit": 1}).json()["end"]
+    c.post(f"join/{room}")
+    b.post(f"rooms/{room}/leave", {})
+    now = {m["state_key"]: m["content"]["membership"]
+           for m in a.get(f"rooms/{room}/members").json()["chunk"]}
+    assert now == {a.user_id: "join", b.user_id: "leave", c.user_id: "join"}
+    then = {m["state_key"]: m["content"]["membership"]
+            for m in a.get(f"rooms/{room}/members", params={"at": token}).json()["chunk"]}
+    assert then == {a.user_id: "join", b.user_id: "join"}
+    r = a.get(f"rooms/{room}/members", params={"not_membership": "leave"}).json()["chunk"]
+    assert {m["state_key"] for m in r} == {a.user_id, c.user_id}

@@ -136,7 +136,9 @@ class MembershipApi:
         assert req.requester is not None
         return 200, {"joined_rooms": await self.store.get_rooms_for_user(req.requester.user_id)}
 
-    async def _member_state(self, req: HttpRequest, room_id: str) -> dict:
+    async def _member_state(self, req: HttpRequest, room_id: str) -> tuple[dict, int | None]:
+        """The state the caller may read members from, and the stream position it stops at
+        (None: current state, for joined members)."""
         assert req.requester is not None
         check_room_id(room_id)
         if await self.store.get_room_version(room_id) is None:
@@ -145,16 +147,22 @@ class MembershipApi:
         if membership is None or membership[0] not in ("join", "leave", "ban"):
             raise MatrixError(403, "M_FORBIDDEN", "You are not a member of this room")
         if membership[0] == "join":
-            return await self.store.get_current_state_ids(room_id)
+            return await self.store.get_current_state_ids(room_id), None
         row = await self.store.get_event_row(membership[1])
         assert row is not None and row.state_group_after is not None
-        return await self.store.get_state_group(row.state_group_after)
+        return await self.store.get_state_group(row.state_group_after), row.stream_ordering
 
     async def members(self, req: HttpRequest, roomId: str) -> tuple[int, Any]:
-        state = await self._member_state(req, roomId)
+        state, cap = await self._member_state(req, roomId)
         at = req.query("at")
         if at is not None:
-            parse_token(at)
+            # The membership as it was at that point of the timeline, never later than the
+            # caller's leave. Tokens name the last event they cover, so include it.
+            depth, stream = parse_token(at)
+            rows = await self.store.paginate(roomId, (depth, stream + 1), True, 1)
+            if rows and rows[0].state_group_after is not None and (
+                    cap is None or rows[0].stream_ordering <= cap):
+                state = await self.store.get_state_group(rows[0].state_group_after)
         membership = req.query("membership")
         not_membership = req.query("not_membership")
         for v in (membership, not_membership):
@@ -176,7 +184,7 @@ class MembershipApi:
         return 200, {"chunk": await self.serializer.serialize(chosen)}
 
     async def joined_members(self, req: HttpRequest, roomId: str) -> tuple[int, Any]:
-        state = await self._member_state(req, roomId)
+        state, _ = await self._member_state(req, roomId)
         ids = [e for (t, _), e in state.items() if t == "m.room.member"]
         events = await self.store.get_events(ids)
         joined: dict[str, Any] = {}
