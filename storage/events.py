@@ -303,6 +303,19 @@ class EventStore:
                 out[room_id].append(pos)
         return out
 
+    async def get_forgotten(self, user_id: str, room_ids: Iterable[str]) -> set[str]:
+        """The rooms among ``room_ids`` that the user has forgotten."""
+        ids = list(room_ids)
+        out: set[str] = set()
+        for i in range(0, len(ids), 200):
+            chunk = ids[i:i + 200]
+            marks = ",".join("?" * len(chunk))
+            for (room_id,) in await self.db.query(
+                    f"SELECT room_id FROM current_membership WHERE user_id = ? AND forgotten = TRUE"
+                    f" AND room_id IN ({marks})", (user_id, *chunk)):
+                out.add(room_id)
+        return out
+
     async def set_forgotten(self, room_id: str, user_id: str) -> None:
         await self.db.execute("UPDATE current_membership SET forgotten = TRUE WHERE room_id = ?"
                               " AND user_id = ?", (room_id, user_id))

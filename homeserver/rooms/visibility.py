@@ -30,8 +30,13 @@ class Visibility:
         self.store = store
 
     async def _state_values(self, rows: Sequence[EventRow], user_id: str
-                            ) -> dict[str, tuple[str, str | None]]:
-        """event id -> (history visibility, reader's membership) at that event."""
+                            ) -> dict[str, tuple[list[str], list[str | None]]]:
+        """event id -> (history visibilities, reader's memberships) that may each grant access.
+
+        Normally one of each, taken from the state before the event. A history visibility
+        event also counts with its own new value, and the reader's own membership event with
+        the membership it sets: the spec lets either side of such a change grant visibility
+        (so one sees one's own leave, and the change to world_readable itself)."""
         groups = {r.state_group_before for r in rows if r.state_group_before is not None}
         wanted: dict[int, tuple[str | None, str | None]] = {}
         for g in groups:
@@ -39,34 +44,46 @@ class Visibility:
             wanted[g] = (state.get(("m.room.history_visibility", "")), state.get(("m.room.member", user_id)))
         ids = {i for pair in wanted.values() for i in pair if i}
         events = await self.store.get_events(ids)
-        out: dict[str, tuple[str, str | None]] = {}
+        out: dict[str, tuple[list[str], list[str | None]]] = {}
         for r in rows:
             vis, membership = "shared", None
             pair = wanted.get(r.state_group_before) if r.state_group_before is not None else None
             if pair:
                 hv = events.get(pair[0]) if pair[0] else None
                 if hv is not None:
-                    value = hv.content.get("history_visibility")
-                    vis = value if value in VISIBILITY_VALUES else "shared"
+                    vis = _visibility_value(hv.content.get("history_visibility"))
                 mem = events.get(pair[1]) if pair[1] else None
                 membership = mem.membership if mem is not None else None
             ev = r.event
+            visibilities, memberships = [vis], [membership]
+            if ev.type == "m.room.history_visibility" and ev.state_key == "":
+                visibilities.append(_visibility_value(ev.content.get("history_visibility")))
             if ev.type == "m.room.member" and ev.state_key == user_id:
-                membership = ev.membership
-            out[ev.event_id] = (vis, membership)
+                memberships.append(ev.membership)
+            out[ev.event_id] = (visibilities, memberships)
         return out
 
     async def filter_for_user(self, user_id: str, rows: Iterable[EventRow]) -> list[EventRow]:
-        """The events of ``rows`` (one room or many) that ``user_id`` may see, in order."""
+        """The events of ``rows`` (one room or many) that ``user_id`` may see, in order.
+
+        A room the user forgot counts as one they were never in: only world_readable history.
+        """
         rows = [r for r in rows if not r.rejected and not r.soft_failed]
         if not rows:
             return []
         values = await self._state_values(rows, user_id)
-        joins = await self.store.get_join_positions(user_id, {r.event.room_id for r in rows})
+        room_ids = {r.event.room_id for r in rows}
+        joins = await self.store.get_join_positions(user_id, room_ids)
+        forgotten = await self.store.get_forgotten(user_id, room_ids)
         out = []
         for r in rows:
-            vis, membership = values[r.event.event_id]
-            if self.visible(vis, membership, r.stream_ordering, joins.get(r.event.room_id, [])):
+            visibilities, memberships = values[r.event.event_id]
+            if r.event.room_id in forgotten:
+                memberships, positions = [None], []
+            else:
+                positions = joins.get(r.event.room_id, [])
+            if any(self.visible(v, m, r.stream_ordering, positions)
+                   for v in visibilities for m in memberships):
                 out.append(r)
         return out
 
@@ -85,3 +102,7 @@ class Visibility:
 
     async def can_see(self, user_id: str, row: EventRow) -> bool:
         return bool(await self.filter_for_user(user_id, [row]))
+
+
+def _visibility_value(value: object) -> str:
+    return value if isinstance(value, str) and value in VISIBILITY_VALUES else "shared"

@@ -138,3 +138,43 @@ def test_visibility_change_applies_from_that_point(server: ServerProcess) -> Non
     send(a, room, "shared-era")
     b.post(f"join/{room}")
     assert seen(b, room) == ["shared-era"]
+
+
+def test_own_leave_and_visibility_change_events_are_visible(server: ServerProcess) -> None:
+    a, b, c = users(server, 3)
+    room = room_with(a, "joined")
+    b.post(f"join/{room}")
+    assert b.post(f"rooms/{room}/leave", {}).status_code == 200
+    leave_id = b.get(f"rooms/{room}/state/m.room.member/{b.user_id}", params={"format": "event"}).json()["event_id"]
+    assert can_get(b, room, leave_id)
+    r = a.put(f"rooms/{room}/state/m.room.history_visibility/", {"history_visibility": "world_readable"})
+    assert can_get(c, room, r.json()["event_id"])  # the change itself counts as world_readable
+
+
+def test_world_readable_pagination_never_403s(server: ServerProcess) -> None:
+    a, b = users(server, 2)
+    room = room_with(a, "joined", join_rule="invite")
+    send(a, room, "hidden")
+    a.put(f"rooms/{room}/state/m.room.history_visibility/", {"history_visibility": "world_readable"})
+    send(a, room, "open")
+    r = b.get(f"rooms/{room}/messages", params={"limit": 2}).json()
+    seen_bodies = [e["content"].get("body") for e in r["chunk"]]
+    assert "open" in seen_bodies
+    while "end" in r:
+        r2 = b.get(f"rooms/{room}/messages", params={"limit": 2, "from": r["end"]})
+        assert r2.status_code == 200
+        r = r2.json()
+        assert all(e["content"].get("body") != "hidden" for e in r["chunk"])
+
+
+def test_forgotten_room_history_is_gone(server: ServerProcess) -> None:
+    a, b = users(server, 2)
+    room = room_with(a, "shared")
+    b.post(f"join/{room}")
+    ev = send(a, room, "old news")
+    b.post(f"rooms/{room}/leave", {})
+    assert seen(b, room) == ["old news"]
+    assert b.post(f"rooms/{room}/forget", {}).status_code == 200
+    assert b.get(f"rooms/{room}/messages").status_code == 403
+    assert not can_get(b, room, ev)
+    assert b.get(f"rooms/{room}/state").status_code == 403

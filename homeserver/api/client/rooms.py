@@ -165,6 +165,8 @@ class RoomsApi:
     async def _readable_state_group(self, room_id: str, user_id: str) -> dict | None:
         """The state a user may read: current if joined, at their leave if they left; None if none."""
         membership = await self.store.get_membership(room_id, user_id)
+        if membership and await self.store.get_forgotten(user_id, [room_id]):
+            membership = None
         if membership and membership[0] == "join":
             return await self.store.get_current_state_ids(room_id)
         if membership and membership[0] in ("leave", "ban"):
@@ -231,7 +233,12 @@ class RoomsApi:
         from_token = req.query("from")
         to_token = req.query("to")
         backwards = direction == "b"
+        # Reading is allowed to members past and present and, in world_readable rooms, to
+        # anyone; which events each page shows is then the visibility filter's decision.
         membership = await self.store.get_membership(roomId, req.requester.user_id)
+        forgotten = bool(await self.store.get_forgotten(req.requester.user_id, [roomId]))
+        if (membership is None or forgotten) and not await self.rooms.world_readable(roomId):
+            raise MatrixError(403, "M_FORBIDDEN", "You are not allowed to read this room")
         if from_token is not None:
             start = parse_token(from_token)
         elif backwards:
@@ -247,8 +254,6 @@ class RoomsApi:
         if rows and len(rows) == limit:
             last = rows[-1]
             out["end"] = position_token(last.event.depth, last.stream_ordering)
-        if not visible and rows and membership is None:
-            raise MatrixError(403, "M_FORBIDDEN", "You are not allowed to read this room")
         return 200, out
 
     async def context(self, req: HttpRequest, roomId: str, eventId: str) -> tuple[int, Any]:
