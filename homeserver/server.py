@@ -30,6 +30,7 @@ from homeserver.api.client.login import LoginApi
 from homeserver.api.client.membership import MembershipApi
 from homeserver.api.client.profile import ProfileApi
 from homeserver.api.client.register import RegisterApi
+from homeserver.api.client.relations import RelationsApi
 from homeserver.api.client.reporting import ReportingApi
 from homeserver.api.client.rooms import RoomsApi
 from homeserver.api.client.tags import TagsApi
@@ -42,6 +43,7 @@ from homeserver.http.site import MatrixResource, make_site
 from homeserver.jobs.scheduler import Scheduler
 from homeserver.rooms.builder import EventBuilder
 from homeserver.rooms.creator import EventCreator
+from homeserver.rooms.relations import RelationsService
 from homeserver.rooms.serialize import ClientSerializer
 from homeserver.rooms.service import RoomService
 from homeserver.rooms.state_res import resolve_state
@@ -56,6 +58,7 @@ from storage.engines import create_engine
 from storage.migrations import prepare_database
 from storage.profiles import ProfileStore
 from storage.registration_tokens import RegistrationTokenStore
+from storage.relations import RelationStore
 from storage.reports import ReportStore
 from storage.tags import TagStore
 from storage.uia import UiaStore
@@ -142,6 +145,7 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     ProfileApi(profiles).register(router)
     RoomsApi(rooms, events, visibility, serializer, RoomUpgrader(rooms, directory)).register(router)
     MembershipApi(rooms, events, directory, serializer).register(router)
+    RelationsApi(RelationsService(RelationStore(db, events), events, visibility), serializer).register(router)
     DirectoryApi(directory, events, rooms, clock, config.server_name).register(router)
     ReportingApi(reports, events, accounts, visibility, clock).register(router)
     TagsApi(TagStore(db)).register(router)

@@ -63,9 +63,21 @@ class RoomService:
                    state_key: str | None = None, txn_key: str | None = None,
                    redacts: str | None = None) -> PersistedEvent:
         rv = await self.room_version(room_id)
+        await self._check_thread_root(content)
         return await self.creator.create(room_id=room_id, room_version=rv, event_type=event_type,
                                          sender=sender, content=content, state_key=state_key,
                                          txn_key=txn_key, redacts=redacts)
+
+    async def _check_thread_root(self, content: Mapping[str, Any]) -> None:
+        """Spec (threading): a thread cannot start from an event that itself has a relation."""
+        rel = content.get("m.relates_to")
+        if not isinstance(rel, Mapping) or rel.get("rel_type") != "m.thread":
+            return
+        root_id = rel.get("event_id")
+        root = (await self.store.get_events([root_id])).get(root_id) if isinstance(root_id, str) else None
+        if root is not None and isinstance(root.content.get("m.relates_to"), Mapping) \
+                and root.content["m.relates_to"].get("rel_type") is not None:
+            raise MatrixError(400, "M_UNKNOWN", "Cannot start a thread from an event with a relation")
 
     async def create_room(self, creator: str, *, room_version: str | None, preset: str | None,
                           visibility: str, creation_content: Mapping[str, Any],

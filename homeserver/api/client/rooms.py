@@ -219,7 +219,7 @@ class RoomsApi:
         if row is None or row.event.room_id != roomId or row.outlier \
                 or not await self.visibility.can_see(req.requester.user_id, row):
             raise MatrixError(404, "M_NOT_FOUND", "Event not found")
-        return 200, (await self.serializer.serialize([row]))[0]
+        return 200, (await self.serializer.serialize([row], user_id=req.requester.user_id))[0]
 
     async def messages(self, req: HttpRequest, roomId: str) -> tuple[int, Any]:
         assert req.requester is not None
@@ -248,7 +248,7 @@ class RoomsApi:
         to_pos = parse_token(to_token) if to_token else None
         rows: list[EventRow] = await self.store.paginate(roomId, start, backwards, limit, to_pos)
         visible = await self.visibility.filter_for_user(req.requester.user_id, rows)
-        chunk = await self.serializer.serialize(visible)
+        chunk = await self.serializer.serialize(visible, user_id=req.requester.user_id)
         out: dict[str, Any] = {"chunk": chunk,
                                "start": from_token or position_token(*start)}
         if rows and len(rows) == limit:
@@ -276,12 +276,12 @@ class RoomsApi:
         group = last.state_group_after
         state_ids = list((await self.store.get_state_group(group)).values()) if group is not None else []
         state_rows = await self.store.get_rows(state_ids)
-        ser = self.serializer.serialize
+        timeline = await self.serializer.serialize([row, *before, *after], user_id=user)
         return 200, {
-            "event": (await ser([row]))[0],
-            "events_before": await ser(before),
-            "events_after": await ser(after),
-            "state": await ser(state_rows[i] for i in state_ids if i in state_rows),
+            "event": timeline[0],
+            "events_before": timeline[1:1 + len(before)],
+            "events_after": timeline[1 + len(before):],
+            "state": await self.serializer.serialize(state_rows[i] for i in state_ids if i in state_rows),
             "start": position_token(first.event.depth, first.stream_ordering),
             "end": position_token(last.event.depth, last.stream_ordering),
         }
