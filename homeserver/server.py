@@ -41,6 +41,7 @@ from homeserver.http.ratelimit import RateLimiter
 from homeserver.http.router import AUTH_NONE, Router
 from homeserver.http.site import MatrixResource, make_site
 from homeserver.jobs.scheduler import Scheduler
+from homeserver.notifier import Notifier
 from homeserver.rooms.builder import EventBuilder
 from homeserver.rooms.creator import EventCreator
 from homeserver.rooms.relations import RelationsService
@@ -53,7 +54,7 @@ from storage.accounts import AccountStore
 from storage.client_ips import ClientIpStore
 from storage.database import Database
 from storage.directory import DirectoryStore
-from storage.events import EventStore
+from storage.events import EventStore, PersistedEvent
 from storage.engines import create_engine
 from storage.migrations import prepare_database
 from storage.profiles import ProfileStore
@@ -128,6 +129,19 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
         return await resolve_state(rv, states, events.get_events)
 
     creator = EventCreator(events, EventBuilder(config.server_name, signing_key), clock, resolve)
+    notifier = Notifier(clock.reactor)
+    notifier.set_position("events", events.stream_ids.current())
+
+    def wake_for_event(persisted: PersistedEvent) -> None:
+        async def wake() -> None:
+            ev = persisted.event
+            users = await events.get_interested_users(ev.room_id)
+            if ev.type == "m.room.member" and ev.state_key:
+                users.add(ev.state_key)  # the target hears of their own invite, kick or ban
+            notifier.notify("events", persisted.stream_ordering, users=users)
+        defer.ensureDeferred(wake()).addErrback(
+            lambda f: logger.error("waking /sync for %s failed: %s", persisted.event.event_id, f))
+    creator.listeners.append(wake_for_event)
     rooms = RoomService(events, creator, profiles_store, directory, config.server_name)
     visibility = Visibility(events)
     serializer = ClientSerializer(events, clock.time_msec)

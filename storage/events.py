@@ -76,6 +76,8 @@ class EventStore:
         self._room_versions: dict[str, str] = {}
         # room id -> forward extremities, kept in step with the table by persist_txn.
         self._extremities: dict[str, list[str]] = {}
+        # room id -> users joined, invited or knocking: who a new event may concern.
+        self._interested: dict[str, set[str]] = {}
 
     async def load(self) -> None:
         for gen in (self.stream_ids, self.state_ids):
@@ -163,6 +165,16 @@ class EventStore:
                         " stream_ordering) VALUES (?, ?, ?, ?, ?, ?)",
                         (event.event_id, room_id, event.state_key, event.sender, membership, stream))
             if becomes_current:
+                target = event.state_key
+
+                def update_interested() -> None:
+                    users = self._interested.get(room_id)
+                    if users is not None:
+                        if membership in ("join", "invite", "knock"):
+                            users.add(target)
+                        else:
+                            users.discard(target)
+                txn.call_after_commit(update_interested)
                 txn.execute(
                     "INSERT INTO current_membership (room_id, user_id, membership, event_id,"
                     " stream_ordering, forgotten) VALUES (?, ?, ?, ?, ?, FALSE)"
@@ -275,6 +287,14 @@ class EventStore:
         rows = await self.db.query("SELECT membership, event_id, stream_ordering FROM current_membership"
                                    " WHERE room_id = ? AND user_id = ?", (room_id, user_id))
         return tuple(rows[0]) if rows else None  # type: ignore[return-value]
+
+    async def get_interested_users(self, room_id: str) -> set[str]:
+        """Users joined to, invited to or knocking on a room (cached, kept current on persist)."""
+        users = self._interested.get(room_id)
+        if users is None:
+            users = set(await self.get_members(room_id, ("join", "invite", "knock")))
+            self._interested.setdefault(room_id, users)
+        return set(self._interested[room_id])
 
     async def get_rooms_for_user(self, user_id: str, memberships: tuple[str, ...] = ("join",)) -> list[str]:
         marks = ",".join("?" * len(memberships))
