@@ -33,6 +33,7 @@ from homeserver.api.client.register import RegisterApi
 from homeserver.api.client.relations import RelationsApi
 from homeserver.api.client.reporting import ReportingApi
 from homeserver.api.client.rooms import RoomsApi
+from homeserver.api.client.sync import SyncApi
 from homeserver.api.client.tags import TagsApi
 from homeserver.api.client.versions import VersionsApi
 from homeserver.clock import Clock
@@ -50,6 +51,7 @@ from homeserver.rooms.service import RoomService
 from homeserver.rooms.state_res import resolve_state
 from homeserver.rooms.upgrade import RoomUpgrader
 from homeserver.rooms.visibility import Visibility
+from homeserver.sync.handler import SyncHandler
 from storage.accounts import AccountStore
 from storage.client_ips import ClientIpStore
 from storage.database import Database
@@ -61,6 +63,7 @@ from storage.profiles import ProfileStore
 from storage.registration_tokens import RegistrationTokenStore
 from storage.relations import RelationStore
 from storage.reports import ReportStore
+from storage.sync import SyncStore
 from storage.tags import TagStore
 from storage.uia import UiaStore
 
@@ -163,6 +166,8 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     DirectoryApi(directory, events, rooms, clock, config.server_name).register(router)
     ReportingApi(reports, events, accounts, visibility, clock).register(router)
     TagsApi(TagStore(db)).register(router)
+    sync_handler = SyncHandler(events, SyncStore(db, events), visibility, serializer, notifier)
+    SyncApi(sync_handler).register(router)
     AdminUsersApi(config, registration, sessions, accounts, ip_store, ips, clock).register(router)
     AdminRegistrationTokensApi(token_store, clock).register(router)
 

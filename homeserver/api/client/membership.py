@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from homeserver.api.client.rooms import check_room_id, parse_token
+from homeserver.api.client.rooms import check_room_id
+from homeserver.rooms.pagination import parse_token
 from homeserver.http.errors import MatrixError
 from homeserver.http.router import Router
 from homeserver.http.site import HttpRequest

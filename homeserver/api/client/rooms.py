@@ -9,6 +9,7 @@ from homeserver.http.errors import MatrixError
 from homeserver.http.router import Router
 from homeserver.http.site import HttpRequest
 from homeserver.identifiers import check_user_id
+from homeserver.rooms.pagination import parse_token, position_token
 from homeserver.rooms.serialize import ClientSerializer
 from homeserver.rooms.service import PRESETS, RoomService
 from homeserver.rooms.upgrade import RoomUpgrader
@@ -18,7 +19,6 @@ from storage.events import EventRow, EventStore
 MAX_STATE_KEY_BYTES = 255
 MAX_TYPE_BYTES = 255
 _ROOM_ID = re.compile(r"^![\x21-\x7e]+(:[A-Za-z0-9.\-\[\]:]+)?$")
-_TOKEN = re.compile(r"^t(-?\d+)_(-?\d+)$")
 
 
 def check_room_id(room_id: str) -> None:
@@ -31,17 +31,6 @@ def check_type_and_key(event_type: str, state_key: str | None = None) -> None:
         raise MatrixError(400, "M_INVALID_PARAM", "Event type must be 1 to 255 bytes")
     if state_key is not None and len(state_key.encode("utf-8")) > MAX_STATE_KEY_BYTES:
         raise MatrixError(400, "M_INVALID_PARAM", "State key must be at most 255 bytes")
-
-
-def position_token(depth: int, stream: int) -> str:
-    return f"t{depth}_{stream}"
-
-
-def parse_token(token: str) -> tuple[int, int]:
-    m = _TOKEN.match(token)
-    if not m:
-        raise MatrixError(400, "M_INVALID_PARAM", f"Invalid pagination token: {token!r}")
-    return int(m.group(1)), int(m.group(2))
 
 
 class RoomsApi:

@@ -1,0 +1,288 @@
+"""The /sync handler: what changed for a user between two stream tokens, by room and stream.
+
+An initial sync (no ``since``) returns each room's recent timeline and the state before it; an
+incremental sync returns what happened in (since, now]. Nothing is returned that the
+visibility function hides from the user. With nothing new, the request waits on the notifier
+(never polling the database) until something concerning the user happens or the timeout ends.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Protocol
+
+from homeserver.rooms.pagination import position_token
+from homeserver.notifier import Notifier
+from homeserver.rooms.serialize import ClientSerializer
+from homeserver.rooms.visibility import Visibility
+from homeserver.sync.tokens import SyncToken
+from storage.events import EventRow, EventStore
+from storage.state import StateMap
+from storage.sync import Membership, SyncStore
+
+STRIPPED_STATE_TYPES = ("m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
+                        "m.room.canonical_alias", "m.room.encryption", "m.room.topic")
+
+
+class RoomEventFilter(Protocol):
+    limit: int
+    lazy_load_members: bool
+    include_redundant_members: bool
+
+    def matches(self, event: Any) -> bool: ...
+
+
+class Filter(Protocol):
+    """What the handler needs of a parsed sync filter (homeserver/sync/filters.py)."""
+    include_leave: bool
+    timeline: RoomEventFilter
+    state: RoomEventFilter
+
+    def room_allowed(self, room_id: str) -> bool: ...
+
+
+@dataclass
+class DefaultRoomEventFilter:
+    limit: int = 10
+    lazy_load_members: bool = False
+    include_redundant_members: bool = False
+
+    def matches(self, event: Any) -> bool:
+        return True
+
+
+@dataclass
+class DefaultFilter:
+    include_leave: bool = False
+    timeline: DefaultRoomEventFilter = field(default_factory=DefaultRoomEventFilter)
+    state: DefaultRoomEventFilter = field(default_factory=DefaultRoomEventFilter)
+
+    def room_allowed(self, room_id: str) -> bool:
+        return True
+
+
+# Hooks for the other streams, filled as those parts of the server exist. Each takes
+# (user_id, device_id, room_ids, since token or None, now token) and adds to the response.
+Extension = Callable[["SyncContext"], Awaitable[None]]
+
+
+@dataclass
+class SyncContext:
+    user_id: str
+    device_id: str
+    since: SyncToken | None
+    now: SyncToken
+    full_state: bool
+    filter: Any
+    joined_rooms: list[str]
+    response: dict[str, Any]
+
+    @property
+    def is_initial(self) -> bool:
+        return self.since is None or self.full_state
+
+
+class SyncHandler:
+    def __init__(self, events: EventStore, store: SyncStore, visibility: Visibility,
+                 serializer: ClientSerializer, notifier: Notifier) -> None:
+        self.events = events
+        self.store = store
+        self.visibility = visibility
+        self.serializer = serializer
+        self.notifier = notifier
+        self.extensions: list[Extension] = []
+        # Streams other than "events" that an extension reports on: a change in them is worth
+        # answering a long-poll for.
+        self.watched_streams: set[str] = {"events"}
+
+    async def sync(self, user_id: str, device_id: str, since: SyncToken | None, timeout_ms: int,
+                   full_state: bool, flt: Any) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_ms / 1000.0
+        while True:
+            now = self._clamp(self.notifier.current_token(), since)
+            response = await self._compute(user_id, device_id, since, now, full_state, flt)
+            remaining = deadline - time.monotonic()
+            if since is None or full_state or _has_content(response) or remaining <= 0:
+                return response
+            if not self.notifier.current_token().is_after(now):
+                await self.notifier.wait(user_id, remaining)
+                if deadline - time.monotonic() <= 0 and not self.notifier.current_token().is_after(now):
+                    return response
+
+    @staticmethod
+    def _clamp(now: SyncToken, since: SyncToken | None) -> SyncToken:
+        """Never go backwards: a token from before a restart may be ahead in in-memory streams."""
+        if since is None:
+            return now
+        return SyncToken(**{k: max(getattr(now, k), getattr(since, k))
+                            for k in now.__dataclass_fields__})
+
+    async def _compute(self, user_id: str, device_id: str, since: SyncToken | None,
+                       now: SyncToken, full_state: bool, flt: Any) -> dict[str, Any]:
+        flt = flt or DefaultFilter()
+        memberships = await self.store.current_memberships(user_id)
+        by_room = {m.room_id: m for m in memberships if flt.room_allowed(m.room_id)}
+        initial = since is None or full_state
+        response: dict[str, Any] = {"next_batch": str(now), "rooms": {}, "account_data": {"events": []},
+                                    "presence": {"events": []}}
+        rooms: dict[str, dict[str, Any]] = {"join": {}, "invite": {}, "leave": {}, "knock": {}}
+
+        since_events = since.events if since is not None else 0
+        changes = [] if since is None else await self.store.membership_changes(
+            user_id, since_events, now.events)
+        changed_rooms = {c.room_id: c for c in changes if c.room_id in by_room}
+        joined = [m.room_id for m in by_room.values() if m.membership == "join"
+                  and m.stream_ordering <= now.events]
+        if initial:
+            active = set(joined)
+        else:
+            active = await self.store.rooms_with_events(joined, since_events, now.events)
+            active |= {r for r in changed_rooms if by_room[r].membership == "join"}
+
+        timeline_requests = []
+        for room_id in sorted(active):
+            newly_joined = initial or (room_id in changed_rooms)
+            after = None if newly_joined else since_events
+            timeline_requests.append((room_id, after, now.events, flt.timeline.limit))
+        timelines = await self.store.timelines(timeline_requests) if timeline_requests else {}
+        for room_id, (rows, limited) in timelines.items():
+            newly_joined = initial or room_id in changed_rooms
+            rooms["join"][room_id] = await self._joined_room(
+                user_id, room_id, rows, limited, newly_joined, since_events, now, flt)
+
+        for m in by_room.values():
+            if m.stream_ordering > now.events:
+                continue
+            fresh = initial or m.room_id in changed_rooms
+            if m.membership == "invite" and fresh:
+                rooms["invite"][m.room_id] = {"invite_state": {"events": await self._stripped(m)}}
+            elif m.membership == "knock" and fresh:
+                rooms["knock"][m.room_id] = {"knock_state": {"events": await self._stripped(m)}}
+            elif m.membership in ("leave", "ban") and not m.forgotten:
+                if (since is None and not flt.include_leave) or not fresh:
+                    continue
+                if since is not None and m.room_id not in changed_rooms:
+                    continue
+                rooms["leave"][m.room_id] = await self._left_room(user_id, m, since_events, flt)
+
+        response["rooms"] = {k: v for k, v in rooms.items() if v}
+        ctx = SyncContext(user_id, device_id, since, now, full_state, flt, joined, response)
+        for ext in self.extensions:
+            await ext(ctx)
+        return response
+
+    async def _joined_room(self, user_id: str, room_id: str, rows: list[EventRow], limited: bool,
+                           newly_joined: bool, since_events: int, now: SyncToken,
+                           flt: Any) -> dict[str, Any]:
+        visible = await self.visibility.filter_for_user(user_id, rows)
+        timeline_rows = [r for r in visible if flt.timeline.matches(r.event)]
+        first = rows[0] if rows else None
+        # State before the first timeline event (or at "now" if the timeline is empty).
+        if first is not None and first.state_group_before is not None:
+            state_at_start = await self.events.get_state_group(first.state_group_before)
+        else:
+            group = await self.store.state_group_at(room_id, now.events)
+            state_at_start = await self.events.get_state_group(group) if group is not None else {}
+        if newly_joined:
+            state_ids = state_at_start
+        elif limited:
+            group = await self.store.state_group_at(room_id, since_events)
+            before = await self.events.get_state_group(group) if group is not None else {}
+            state_ids = {k: v for k, v in state_at_start.items() if before.get(k) != v}
+        else:
+            state_ids = {}
+        in_timeline = {r.event.event_id for r in timeline_rows}
+        state_ids = self._lazy_members(state_ids, timeline_rows, user_id, flt, newly_joined)
+        state_rows = await self.events.get_rows(i for i in state_ids.values() if i not in in_timeline)
+        state_list = [state_rows[i] for i in state_ids.values() if i in state_rows]
+        room: dict[str, Any] = {
+            "timeline": {
+                "events": await self.serializer.serialize(timeline_rows, include_room_id=False,
+                                                          user_id=user_id),
+                "limited": limited,
+            },
+            "state": {"events": await self.serializer.serialize(
+                [r for r in state_list if flt.state.matches(r.event)], include_room_id=False)},
+            "account_data": {"events": []},
+            "ephemeral": {"events": []},
+        }
+        if rows:
+            assert first is not None
+            room["timeline"]["prev_batch"] = position_token(first.event.depth, first.stream_ordering)
+        if newly_joined or any(r.event.type == "m.room.member" for r in rows):
+            room["summary"] = await self._summary(room_id, user_id)
+        return room
+
+    def _lazy_members(self, state_ids: StateMap, timeline: list[EventRow], user_id: str, flt: Any,
+                      full: bool) -> StateMap:
+        """With lazy_load_members, only the member events of the timeline's senders (and the
+        user's own); everything else in the state is kept."""
+        if not flt.state.lazy_load_members:
+            return state_ids
+        wanted = {r.event.sender for r in timeline} | {user_id}
+        return {k: v for k, v in state_ids.items() if k[0] != "m.room.member" or k[1] in wanted}
+
+    async def _summary(self, room_id: str, user_id: str) -> dict[str, Any]:
+        joined = await self.events.get_members(room_id, ("join",))
+        invited = await self.events.get_members(room_id, ("invite",))
+        heroes = [u for u in joined + invited if u != user_id][:5]
+        return {"m.heroes": heroes, "m.joined_member_count": len(joined),
+                "m.invited_member_count": len(invited)}
+
+    async def _stripped(self, m: Membership) -> list[dict[str, Any]]:
+        """The stripped state an invitee or knocker may see (spec: "Stripped state")."""
+        row = await self.events.get_event_row(m.event_id)
+        state: StateMap = {}
+        if row is not None and row.state_group_before is not None:
+            state = await self.events.get_state_group(row.state_group_before)
+        ids = [state[(t, "")] for t in STRIPPED_STATE_TYPES if (t, "") in state]
+        events = await self.events.get_events(ids)
+        out = [{"type": e.type, "state_key": e.state_key, "content": dict(e.content), "sender": e.sender}
+               for e in (events[i] for i in ids if i in events)]
+        if row is not None:
+            ev = row.event
+            out.append({"type": ev.type, "state_key": ev.state_key, "content": dict(ev.content),
+                        "sender": ev.sender, "event_id": ev.event_id,
+                        "origin_server_ts": ev.origin_server_ts})
+        return out
+
+    async def _left_room(self, user_id: str, m: Membership, since_events: int, flt: Any
+                         ) -> dict[str, Any]:
+        """The timeline up to and including the user's leave; nothing after it."""
+        timelines = await self.store.timelines([(m.room_id, since_events or None, m.stream_ordering,
+                                                 flt.timeline.limit)])
+        rows, limited = timelines[m.room_id]
+        visible = await self.visibility.filter_for_user(user_id, rows)
+        leave_row = await self.events.get_event_row(m.event_id)
+        state: StateMap = {}
+        if rows and rows[0].state_group_before is not None:
+            state = await self.events.get_state_group(rows[0].state_group_before)
+        elif leave_row is not None and leave_row.state_group_after is not None:
+            state = await self.events.get_state_group(leave_row.state_group_after)
+        in_timeline = {r.event.event_id for r in visible}
+        state_rows = await self.events.get_rows(i for i in state.values() if i not in in_timeline)
+        room: dict[str, Any] = {
+            "timeline": {"events": await self.serializer.serialize(visible, include_room_id=False,
+                                                                   user_id=user_id),
+                         "limited": limited},
+            "state": {"events": await self.serializer.serialize(
+                [state_rows[i] for i in state.values() if i in state_rows], include_room_id=False)},
+            "account_data": {"events": []},
+        }
+        if rows:
+            room["timeline"]["prev_batch"] = position_token(rows[0].event.depth,
+                                                            rows[0].stream_ordering)
+        return room
+
+
+def _has_content(response: dict[str, Any]) -> bool:
+    """Whether an incremental sync found anything worth returning."""
+    if response.get("rooms"):
+        return True
+    for key in ("account_data", "presence", "to_device"):
+        if response.get(key, {}).get("events"):
+            return True
+    if response.get("device_lists", {}).get("changed") or response.get("device_lists", {}).get("left"):
+        return True
+    return False
