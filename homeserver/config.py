@@ -192,6 +192,7 @@ class Config:
     extra_well_known_client_content: Mapping[str, Any]
     log_config: str | None
     pid_file: str | None
+    presence_enabled: bool = True
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -235,6 +236,7 @@ _TOP_LEVEL: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "log_config": (lambda v: None if v is None else _path(v), None),
     "pid_file": (lambda v: None if v is None else _path(v), None),
     "report_stats": (_bool, False),
+    "presence": (_mapping, {}),
 }
 
 _RATE_DEFAULTS = {
@@ -448,6 +450,10 @@ def parse_config(raw: Any, path: str) -> Config:
         if k not in ("address", "account", "failed_attempts"):
             raise r.unknown(f"rc_login.{k}", {"address", "account", "failed_attempts"})
     password_enabled, policy = r.password_config(values["password_config"])
+    for k in values["presence"]:
+        if k != "enabled":
+            raise r.unknown(f"presence.{k}", {"enabled"})
+    presence_enabled = r.parse("presence.enabled", _bool, values["presence"].get("enabled", True))
     if (values["enable_registration"] and not values["enable_registration_without_verification"]
             and not values["registration_requires_token"]):
         raise ConfigError(
@@ -489,6 +495,7 @@ def parse_config(raw: Any, path: str) -> Config:
         extra_well_known_client_content=values["extra_well_known_client_content"],
         log_config=values["log_config"] and in_data_dir(values["log_config"], ""),
         pid_file=values["pid_file"] and in_data_dir(values["pid_file"], ""),
+        presence_enabled=presence_enabled,
     )
 
 

@@ -24,8 +24,10 @@ from homeserver.accounts.uia import SESSION_LIFETIME_MS, UserInteractiveAuth
 from homeserver.api.admin.registration_tokens import AdminRegistrationTokensApi
 from homeserver.api.admin.users import AdminUsersApi
 from homeserver.api.client.account import AccountApi
+from homeserver.api.client.account_data import AccountDataApi
 from homeserver.api.client.devices import DevicesApi
 from homeserver.api.client.directory import DirectoryApi
+from homeserver.api.client.filters import FiltersApi
 from homeserver.api.client.login import LoginApi
 from homeserver.api.client.membership import MembershipApi
 from homeserver.api.client.profile import ProfileApi
@@ -51,12 +53,15 @@ from homeserver.rooms.service import RoomService
 from homeserver.rooms.state_res import resolve_state
 from homeserver.rooms.upgrade import RoomUpgrader
 from homeserver.rooms.visibility import Visibility
+from homeserver.sync.filters import FilterService
 from homeserver.sync.handler import SyncHandler
+from storage.account_data import AccountDataStore
 from storage.accounts import AccountStore
 from storage.client_ips import ClientIpStore
 from storage.database import Database
 from storage.directory import DirectoryStore
 from storage.events import EventStore, PersistedEvent
+from storage.filters import FilterStore
 from storage.engines import create_engine
 from storage.migrations import prepare_database
 from storage.profiles import ProfileStore
@@ -134,6 +139,9 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     creator = EventCreator(events, EventBuilder(config.server_name, signing_key), clock, resolve)
     notifier = Notifier(clock.reactor)
     notifier.set_position("events", events.stream_ids.current())
+    account_data = AccountDataStore(db)
+    await account_data.load()
+    notifier.set_position("account_data", account_data.current_position())
 
     def wake_for_event(persisted: PersistedEvent) -> None:
         async def wake() -> None:
@@ -165,9 +173,12 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     RelationsApi(RelationsService(RelationStore(db, events), events, visibility), serializer).register(router)
     DirectoryApi(directory, events, rooms, clock, config.server_name).register(router)
     ReportingApi(reports, events, accounts, visibility, clock).register(router)
-    TagsApi(TagStore(db)).register(router)
+    AccountDataApi(account_data, notifier).register(router)
+    TagsApi(TagStore(account_data), notifier).register(router)
     sync_handler = SyncHandler(events, SyncStore(db, events), visibility, serializer, notifier)
-    SyncApi(sync_handler).register(router)
+    filters = FilterService(FilterStore(db))
+    FiltersApi(filters).register(router)
+    SyncApi(sync_handler, filters.resolve).register(router)
     AdminUsersApi(config, registration, sessions, accounts, ip_store, ips, clock).register(router)
     AdminRegistrationTokensApi(token_store, clock).register(router)
 

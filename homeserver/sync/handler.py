@@ -9,13 +9,14 @@ visibility function hides from the user. With nothing new, the request waits on 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Protocol
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
 
 from homeserver.rooms.pagination import position_token
 from homeserver.notifier import Notifier
 from homeserver.rooms.serialize import ClientSerializer
 from homeserver.rooms.visibility import Visibility
+from homeserver.sync.filters import DEFAULT_FILTER, SyncFilter
 from homeserver.sync.tokens import SyncToken
 from storage.events import EventRow, EventStore
 from storage.state import StateMap
@@ -23,43 +24,6 @@ from storage.sync import Membership, SyncStore
 
 STRIPPED_STATE_TYPES = ("m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
                         "m.room.canonical_alias", "m.room.encryption", "m.room.topic")
-
-
-class RoomEventFilter(Protocol):
-    limit: int
-    lazy_load_members: bool
-    include_redundant_members: bool
-
-    def matches(self, event: Any) -> bool: ...
-
-
-class Filter(Protocol):
-    """What the handler needs of a parsed sync filter (homeserver/sync/filters.py)."""
-    include_leave: bool
-    timeline: RoomEventFilter
-    state: RoomEventFilter
-
-    def room_allowed(self, room_id: str) -> bool: ...
-
-
-@dataclass
-class DefaultRoomEventFilter:
-    limit: int = 10
-    lazy_load_members: bool = False
-    include_redundant_members: bool = False
-
-    def matches(self, event: Any) -> bool:
-        return True
-
-
-@dataclass
-class DefaultFilter:
-    include_leave: bool = False
-    timeline: DefaultRoomEventFilter = field(default_factory=DefaultRoomEventFilter)
-    state: DefaultRoomEventFilter = field(default_factory=DefaultRoomEventFilter)
-
-    def room_allowed(self, room_id: str) -> bool:
-        return True
 
 
 # Hooks for the other streams, filled as those parts of the server exist. Each takes
@@ -74,7 +38,7 @@ class SyncContext:
     since: SyncToken | None
     now: SyncToken
     full_state: bool
-    filter: Any
+    filter: SyncFilter
     joined_rooms: list[str]
     response: dict[str, Any]
 
@@ -97,7 +61,7 @@ class SyncHandler:
         self.watched_streams: set[str] = {"events"}
 
     async def sync(self, user_id: str, device_id: str, since: SyncToken | None, timeout_ms: int,
-                   full_state: bool, flt: Any) -> dict[str, Any]:
+                   full_state: bool, flt: SyncFilter | None) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_ms / 1000.0
         while True:
             now = self._clamp(self.notifier.current_token(), since)
@@ -119,8 +83,8 @@ class SyncHandler:
                             for k in now.__dataclass_fields__})
 
     async def _compute(self, user_id: str, device_id: str, since: SyncToken | None,
-                       now: SyncToken, full_state: bool, flt: Any) -> dict[str, Any]:
-        flt = flt or DefaultFilter()
+                       now: SyncToken, full_state: bool, flt: SyncFilter | None) -> dict[str, Any]:
+        flt = flt or DEFAULT_FILTER
         memberships = await self.store.current_memberships(user_id)
         by_room = {m.room_id: m for m in memberships if flt.room_allowed(m.room_id)}
         initial = since is None or full_state
@@ -166,6 +130,13 @@ class SyncHandler:
                     continue
                 rooms["leave"][m.room_id] = await self._left_room(user_id, m, since_events, flt)
 
+        if flt.event_fields is not None:
+            for section in rooms.values():
+                for room in section.values():
+                    for part in ("timeline", "state"):
+                        if part in room:
+                            room[part]["events"] = [flt.apply_event_fields(e)
+                                                    for e in room[part]["events"]]
         response["rooms"] = {k: v for k, v in rooms.items() if v}
         ctx = SyncContext(user_id, device_id, since, now, full_state, flt, joined, response)
         for ext in self.extensions:
@@ -174,9 +145,9 @@ class SyncHandler:
 
     async def _joined_room(self, user_id: str, room_id: str, rows: list[EventRow], limited: bool,
                            newly_joined: bool, since_events: int, now: SyncToken,
-                           flt: Any) -> dict[str, Any]:
+                           flt: SyncFilter) -> dict[str, Any]:
         visible = await self.visibility.filter_for_user(user_id, rows)
-        timeline_rows = [r for r in visible if flt.timeline.matches(r.event)]
+        timeline_rows = [r for r in visible if flt.timeline.matches(r.event, room_id)]
         first = rows[0] if rows else None
         # State before the first timeline event (or at "now" if the timeline is empty).
         if first is not None and first.state_group_before is not None:
@@ -203,7 +174,7 @@ class SyncHandler:
                 "limited": limited,
             },
             "state": {"events": await self.serializer.serialize(
-                [r for r in state_list if flt.state.matches(r.event)], include_room_id=False)},
+                [r for r in state_list if flt.state.matches(r.event, room_id)], include_room_id=False)},
             "account_data": {"events": []},
             "ephemeral": {"events": []},
         }
@@ -214,7 +185,7 @@ class SyncHandler:
             room["summary"] = await self._summary(room_id, user_id)
         return room
 
-    def _lazy_members(self, state_ids: StateMap, timeline: list[EventRow], user_id: str, flt: Any,
+    def _lazy_members(self, state_ids: StateMap, timeline: list[EventRow], user_id: str, flt: SyncFilter,
                       full: bool) -> StateMap:
         """With lazy_load_members, only the member events of the timeline's senders (and the
         user's own); everything else in the state is kept."""
@@ -247,7 +218,7 @@ class SyncHandler:
                         "origin_server_ts": ev.origin_server_ts})
         return out
 
-    async def _left_room(self, user_id: str, m: Membership, since_events: int, flt: Any
+    async def _left_room(self, user_id: str, m: Membership, since_events: int, flt: SyncFilter
                          ) -> dict[str, Any]:
         """The timeline up to and including the user's leave; nothing after it."""
         timelines = await self.store.timelines([(m.room_id, since_events or None, m.stream_ordering,

@@ -8,14 +8,16 @@ from homeserver.api.client.rooms import check_room_id
 from homeserver.http.errors import MatrixError
 from homeserver.http.router import Router
 from homeserver.http.site import HttpRequest
+from homeserver.notifier import Notifier
 from storage.tags import TagStore
 
 MAX_TAG_BYTES = 255
 
 
 class TagsApi:
-    def __init__(self, tags: TagStore) -> None:
+    def __init__(self, tags: TagStore, notifier: Notifier) -> None:
         self.tags = tags
+        self.notifier = notifier
 
     def register(self, router: Router) -> None:
         router.client("GET", "/user/{userId}/rooms/{roomId}/tags", self.get_tags)
@@ -41,10 +43,14 @@ class TagsApi:
         order = body.get("order")
         if order is not None and (isinstance(order, bool) or not isinstance(order, (int, float))):
             raise MatrixError(400, "M_INVALID_PARAM", "'order' must be a number")
-        await self.tags.set_tag(userId, roomId, tag, body)
+        pos = await self.tags.set_tag(userId, roomId, tag, body)
+        # Tags reach /sync as the m.tag room account data.
+        self.notifier.notify("account_data", pos, users=[userId])
         return 200, {}
 
     async def delete_tag(self, req: HttpRequest, userId: str, roomId: str, tag: str) -> tuple[int, Any]:
         self._own(req, userId, roomId)
-        await self.tags.delete_tag(userId, roomId, tag)
+        pos = await self.tags.delete_tag(userId, roomId, tag)
+        if pos is not None:
+            self.notifier.notify("account_data", pos, users=[userId])
         return 200, {}
