@@ -30,16 +30,22 @@ from homeserver.api.client.directory import DirectoryApi
 from homeserver.api.client.filters import FiltersApi
 from homeserver.api.client.login import LoginApi
 from homeserver.api.client.membership import MembershipApi
+from homeserver.api.client.presence import PresenceApi
 from homeserver.api.client.profile import ProfileApi
+from homeserver.api.client.receipts import ReceiptsApi
 from homeserver.api.client.register import RegisterApi
 from homeserver.api.client.relations import RelationsApi
 from homeserver.api.client.reporting import ReportingApi
 from homeserver.api.client.rooms import RoomsApi
 from homeserver.api.client.sync import SyncApi
 from homeserver.api.client.tags import TagsApi
+from homeserver.api.client.typing import TypingApi
 from homeserver.api.client.versions import VersionsApi
 from homeserver.clock import Clock
 from homeserver.config import Config, ListenerConfig
+from homeserver.ephemeral.presence import PresenceService
+from homeserver.ephemeral.receipts import ReceiptService
+from homeserver.ephemeral.typing import TypingService
 from homeserver.http.ratelimit import RateLimiter
 from homeserver.http.router import AUTH_NONE, Router
 from homeserver.http.site import MatrixResource, make_site
@@ -64,7 +70,9 @@ from storage.events import EventStore, PersistedEvent
 from storage.filters import FilterStore
 from storage.engines import create_engine
 from storage.migrations import prepare_database
+from storage.presence import PresenceStore
 from storage.profiles import ProfileStore
+from storage.receipts import ReceiptStore
 from storage.registration_tokens import RegistrationTokenStore
 from storage.relations import RelationStore
 from storage.reports import ReportStore
@@ -144,6 +152,10 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     notifier.set_position("account_data", account_data.current_position())
 
     def wake_for_event(persisted: PersistedEvent) -> None:
+        # The event is committed: from now on a /sync includes it, even before its
+        # recipients (a cached, sometimes async lookup) are woken.
+        notifier.set_position("events", persisted.stream_ordering)
+
         async def wake() -> None:
             ev = persisted.event
             users = await events.get_interested_users(ev.room_id)
@@ -175,6 +187,17 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     ReportingApi(reports, events, accounts, visibility, clock).register(router)
     AccountDataApi(account_data, notifier).register(router)
     TagsApi(TagStore(account_data), notifier).register(router)
+    typing_notifs = TypingService(events, notifier, clock)
+    creator.listeners.append(typing_notifs.on_event)
+    receipts = ReceiptService(ReceiptStore(db), account_data, events, visibility, notifier, clock)
+    await receipts.load()
+    presence = PresenceService(PresenceStore(db), events, notifier, clock, config.server_name,
+                               config.presence_enabled)
+    await presence.load()
+    creator.listeners.append(presence.on_event)
+    TypingApi(typing_notifs).register(router)
+    ReceiptsApi(receipts).register(router)
+    PresenceApi(presence).register(router)
     sync_handler = SyncHandler(events, SyncStore(db, events), visibility, serializer, notifier)
     filters = FilterService(FilterStore(db))
     FiltersApi(filters).register(router)

@@ -148,7 +148,9 @@ class SyncHandler:
                            flt: SyncFilter) -> dict[str, Any]:
         visible = await self.visibility.filter_for_user(user_id, rows)
         timeline_rows = [r for r in visible if flt.timeline.matches(r.event, room_id)]
-        first = rows[0] if rows else None
+        # The state is the state before the first event the client is shown (events the
+        # filter hides are not in the timeline, so their state effects belong in "state").
+        first = timeline_rows[0] if timeline_rows else None
         # State before the first timeline event (or at "now" if the timeline is empty).
         if first is not None and first.state_group_before is not None:
             state_at_start = await self.events.get_state_group(first.state_group_before)
@@ -178,9 +180,10 @@ class SyncHandler:
             "account_data": {"events": []},
             "ephemeral": {"events": []},
         }
-        if rows:
-            assert first is not None
+        if first is not None:
             room["timeline"]["prev_batch"] = position_token(first.event.depth, first.stream_ordering)
+        elif rows:
+            room["timeline"]["prev_batch"] = position_token(rows[-1].event.depth, rows[-1].stream_ordering + 1)
         if newly_joined or any(r.event.type == "m.room.member" for r in rows):
             room["summary"] = await self._summary(room_id, user_id)
         return room
