@@ -198,7 +198,8 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     TypingApi(typing_notifs).register(router)
     ReceiptsApi(receipts).register(router)
     PresenceApi(presence).register(router)
-    sync_handler = SyncHandler(events, SyncStore(db, events), visibility, serializer, notifier)
+    sync_handler = SyncHandler(events, SyncStore(db, events), visibility, serializer, notifier,
+                               account_data)
     filters = FilterService(FilterStore(db))
     FiltersApi(filters).register(router)
     SyncApi(sync_handler, filters.resolve).register(router)

@@ -18,6 +18,7 @@ from homeserver.rooms.serialize import ClientSerializer
 from homeserver.rooms.visibility import Visibility
 from homeserver.sync.filters import DEFAULT_FILTER, SyncFilter
 from homeserver.sync.tokens import SyncToken
+from storage.account_data import AccountDataStore
 from storage.events import EventRow, EventStore
 from storage.state import StateMap
 from storage.sync import Membership, SyncStore
@@ -49,8 +50,10 @@ class SyncContext:
 
 class SyncHandler:
     def __init__(self, events: EventStore, store: SyncStore, visibility: Visibility,
-                 serializer: ClientSerializer, notifier: Notifier) -> None:
+                 serializer: ClientSerializer, notifier: Notifier,
+                 account_data: AccountDataStore | None = None) -> None:
         self.events = events
+        self.account_data = account_data
         self.store = store
         self.visibility = visibility
         self.serializer = serializer
@@ -137,6 +140,8 @@ class SyncHandler:
                         if part in room:
                             room[part]["events"] = [flt.apply_event_fields(e)
                                                     for e in room[part]["events"]]
+        if self.account_data is not None:
+            await self._account_data(user_id, since, now, flt, joined, rooms, response)
         response["rooms"] = {k: v for k, v in rooms.items() if v}
         ctx = SyncContext(user_id, device_id, since, now, full_state, flt, joined, response)
         for ext in self.extensions:
@@ -187,6 +192,28 @@ class SyncHandler:
         if newly_joined or any(r.event.type == "m.room.member" for r in rows):
             room["summary"] = await self._summary(room_id, user_id)
         return room
+
+    async def _account_data(self, user_id: str, since: SyncToken | None, now: SyncToken,
+                            flt: SyncFilter, joined: list[str], rooms: dict[str, dict[str, Any]],
+                            response: dict[str, Any]) -> None:
+        """Global and per-room account data written in (since, now] (all of it initially)."""
+        assert self.account_data is not None
+        after = None if since is None else since.account_data
+        glob = await self.account_data.get_global_changes(user_id, after, now.account_data)
+        response["account_data"]["events"] = [
+            e for e in ({"type": t, "content": c} for t, c in glob.items()) if flt.account_data.matches(e)]
+        per_room = await self.account_data.get_room_changes(user_id, joined, after, now.account_data)
+        for room_id, data in per_room.items():
+            if not flt.room_allowed(room_id):
+                continue
+            events = [e for e in ({"type": t, "content": c} for t, c in data.items())
+                      if flt.room_account_data.matches(e, room_id)]
+            if not events:
+                continue
+            room = rooms["join"].setdefault(room_id, {
+                "timeline": {"events": [], "limited": False}, "state": {"events": []},
+                "ephemeral": {"events": []}, "account_data": {"events": []}})
+            room["account_data"]["events"] = events
 
     def _lazy_members(self, state_ids: StateMap, timeline: list[EventRow], user_id: str, flt: SyncFilter,
                       full: bool) -> StateMap:

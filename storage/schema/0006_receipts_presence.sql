@@ -1,8 +1,7 @@
--- Read receipts (m.read, m.read.private), fully read markers and presence.
+-- Read receipts (m.read, m.read.private) and presence.
 --
 -- One row per (room, receipt type, user, thread): the latest receipt replaces the previous one.
--- thread_id is '' for an unthreaded receipt. m.fully_read is kept here as a private marker of
--- its user (receipt_type 'm.fully_read') until room account data has a store of its own.
+-- thread_id is '' for an unthreaded receipt.
 -- event_stream is the acknowledged event's stream ordering, so a receipt never moves back.
 -- stream_id orders every change on the "receipts" sync stream.
 CREATE TABLE receipts (

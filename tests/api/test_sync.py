@@ -221,3 +221,24 @@ def test_lazy_loading_members(server: ServerProcess) -> None:
     members = {e["state_key"] for e in resp["rooms"]["join"][room]["state"]["events"]
                if e["type"] == "m.room.member"}
     assert members == {a.user_id, b.user_id}  # c sent nothing in the timeline
+
+
+def test_account_data_and_tags_in_sync(server: ServerProcess) -> None:
+    (a,) = users(server, 1)
+    room = a.post("createRoom", {}).json()["room_id"]
+    a.put(f"user/{a.user_id}/account_data/org.example.settings", {"theme": "dark"})
+    first = sync(a)
+    assert {"type": "org.example.settings", "content": {"theme": "dark"}} in first["account_data"]["events"]
+    a.put(f"user/{a.user_id}/rooms/{room}/tags/m.favourite", {"order": 0.5})
+    a.put(f"user/{a.user_id}/rooms/{room}/account_data/org.example.r", {"x": 1})
+    second = sync(a, first["next_batch"])
+    events = {e["type"]: e["content"] for e in second["rooms"]["join"][room]["account_data"]["events"]}
+    assert events == {"m.tag": {"tags": {"m.favourite": {"order": 0.5}}}, "org.example.r": {"x": 1}}
+    assert second["account_data"]["events"] == []
+    token = second["next_batch"]
+    threading.Timer(0.5, lambda: a.put(f"user/{a.user_id}/account_data/org.example.settings",
+                                       {"theme": "light"})).start()
+    t0 = time.monotonic()
+    third = sync(a, token, timeout=20000)
+    assert time.monotonic() - t0 < 5
+    assert third["account_data"]["events"] == [{"type": "org.example.settings", "content": {"theme": "light"}}]
