@@ -199,10 +199,10 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     ReceiptsApi(receipts).register(router)
     PresenceApi(presence).register(router)
     sync_handler = SyncHandler(events, SyncStore(db, events), visibility, serializer, notifier,
-                               account_data)
+                               account_data, typing_notifs, receipts, presence)
     filters = FilterService(FilterStore(db))
     FiltersApi(filters).register(router)
-    SyncApi(sync_handler, filters.resolve).register(router)
+    SyncApi(sync_handler, filters.resolve, set_presence=presence.set_state).register(router)
     AdminUsersApi(config, registration, sessions, accounts, ip_store, ips, clock).register(router)
     AdminRegistrationTokensApi(token_store, clock).register(router)
 

@@ -1,4 +1,4 @@
-"""Read receipts and fully read markers: the latest one per (room, type, user, thread).
+"""Read receipts: the latest one per (room, receipt type, user, thread).
 
 Every change takes the next id of the "receipts" sync stream. Writes are serialised, so ids
 commit in order and ``current_position`` never names a change that is not yet readable.

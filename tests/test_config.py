@@ -145,6 +145,7 @@ BAD_VALUES: dict[str, Any] = {
     "log_config": 7,
     "pid_file": False,
     "report_stats": "no",
+    "presence": "on",
 }
 
 

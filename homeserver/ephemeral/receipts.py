@@ -3,11 +3,11 @@
 Spec: Client-Server API "Receipts" and "Read and unread markers". A receipt needs the reader
 joined to the room and able to see the event. Receipts are "up to" markers: one that points at
 an earlier event than the reader's current one of the same type and thread is ignored.
-``m.read.private`` receipts and the ``m.fully_read`` marker reach only their owner.
+``m.read.private`` receipts reach only their owner.
 
-The fully read marker belongs in room account data; until account data has a store it is
-kept with the receipts (type ``m.fully_read``) and moves the "receipts" stream, and /sync
-reads it with ``fully_read_for_rooms``.
+The fully read marker is the ``m.fully_read`` room account data of its user (written only
+here: the account data API refuses it), so it moves the "account_data" stream and /sync
+delivers it with the rest of the room's account data. It never moves back either.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from homeserver.http.errors import MatrixError
 from homeserver.notifier import Notifier
 from homeserver.rooms.relations import THREAD, relation_of
 from homeserver.rooms.visibility import Visibility
+from storage.account_data import AccountDataStore
 from storage.events import EventRow, EventStore
 from storage.receipts import Receipt, ReceiptStore
 
@@ -32,9 +33,10 @@ THREAD_HOPS = 3
 
 
 class ReceiptService:
-    def __init__(self, store: ReceiptStore, events: EventStore, visibility: Visibility,
-                 notifier: Notifier, clock: Clock) -> None:
+    def __init__(self, store: ReceiptStore, account_data: AccountDataStore, events: EventStore,
+                 visibility: Visibility, notifier: Notifier, clock: Clock) -> None:
         self.store = store
+        self.account_data = account_data
         self.events = events
         self.visibility = visibility
         self.notifier = notifier
@@ -66,9 +68,11 @@ class ReceiptService:
         await self._check_joined(user_id, room_id)
         rows = {rtype: await self._visible_event(user_id, room_id, event_id)
                 for rtype, event_id in markers.items()}
-        for rtype in (FULLY_READ, READ, READ_PRIVATE):
+        for rtype in (READ, READ_PRIVATE):
             if rtype in rows:
                 await self._record(user_id, room_id, rtype, rows[rtype], None)
+        if FULLY_READ in rows:
+            await self._move_fully_read(user_id, room_id, rows[FULLY_READ])
 
     async def _check_joined(self, user_id: str, room_id: str) -> None:
         membership = await self.events.get_membership(room_id, user_id)
@@ -122,6 +126,27 @@ class ReceiptService:
             users = {user_id}
         self.notifier.notify("receipts", stream_id, users=users)
 
+    async def _move_fully_read(self, user_id: str, room_id: str, row: EventRow) -> None:
+        """Point the m.fully_read room account data at the event, unless it is already there
+        or at a later event."""
+        old = await self.account_data.get_room(user_id, room_id, FULLY_READ)
+        old_id = old.get("event_id") if old else None
+        if old_id == row.event.event_id:
+            return
+        if isinstance(old_id, str):
+            old_row = await self.events.get_event_row(old_id)
+            if old_row is not None and old_row.event.room_id == room_id \
+                    and old_row.stream_ordering >= row.stream_ordering:
+                return
+
+        def update(current: dict[str, Any] | None) -> dict[str, Any] | None:
+            if (current.get("event_id") if current else None) != old_id:
+                return None  # moved meanwhile by a concurrent request, which wins
+            return {"event_id": row.event.event_id}
+        pos = await self.account_data.update_room(user_id, room_id, FULLY_READ, update)
+        if pos is not None:
+            self.notifier.notify("account_data", pos, users=[user_id])
+
     # --- reading, for /sync --------------------------------------------------------------------
 
     async def receipts_for_rooms(self, room_ids: Iterable[str], from_pos: int | None, to_pos: int,
@@ -140,21 +165,6 @@ class ReceiptService:
         return {room_id: [{"type": "m.receipt", "content": c} for c in _contents(rs)]
                 for room_id, rs in by_room.items()}
 
-    async def fully_read_for_rooms(self, room_ids: Iterable[str], from_pos: int | None,
-                                   to_pos: int, user_id: str) -> dict[str, dict[str, Any]]:
-        """room id -> the user's m.fully_read room account data event, for the rooms where it
-        changed in (from_pos, to_pos] (wherever it is set when from_pos is None)."""
-        markers = await self.store.changes(room_ids, from_pos, to_pos, (), (FULLY_READ,), user_id)
-        return {m.room_id: fully_read_event(m.event_id) for m in markers}
-
-    async def fully_read(self, user_id: str, room_id: str) -> str | None:
-        """The event id of the user's fully read marker in the room, if set."""
-        marker = await self.store.get(room_id, FULLY_READ, user_id)
-        return marker.event_id if marker else None
-
-
-def fully_read_event(event_id: str) -> dict[str, Any]:
-    return {"type": FULLY_READ, "content": {"event_id": event_id}}
 
 
 def check_receipt_request(receipt_type: str, thread_id: Any) -> None:

@@ -18,6 +18,9 @@ from homeserver.rooms.serialize import ClientSerializer
 from homeserver.rooms.visibility import Visibility
 from homeserver.sync.filters import DEFAULT_FILTER, SyncFilter
 from homeserver.sync.tokens import SyncToken
+from homeserver.ephemeral.presence import PresenceService
+from homeserver.ephemeral.receipts import ReceiptService
+from homeserver.ephemeral.typing import TypingService
 from storage.account_data import AccountDataStore
 from storage.events import EventRow, EventStore
 from storage.state import StateMap
@@ -51,9 +54,14 @@ class SyncContext:
 class SyncHandler:
     def __init__(self, events: EventStore, store: SyncStore, visibility: Visibility,
                  serializer: ClientSerializer, notifier: Notifier,
-                 account_data: AccountDataStore | None = None) -> None:
+                 account_data: AccountDataStore | None = None, typing: TypingService | None = None,
+                 receipts: ReceiptService | None = None,
+                 presence: PresenceService | None = None) -> None:
         self.events = events
         self.account_data = account_data
+        self.typing = typing
+        self.receipts = receipts
+        self.presence = presence
         self.store = store
         self.visibility = visibility
         self.serializer = serializer
@@ -142,6 +150,11 @@ class SyncHandler:
                                                     for e in room[part]["events"]]
         if self.account_data is not None:
             await self._account_data(user_id, since, now, flt, joined, rooms, response)
+        await self._ephemeral(user_id, since, now, flt, joined, rooms)
+        if self.presence is not None:
+            changes = await self.presence.presence_changes(
+                user_id, None if since is None else since.presence, now.presence)
+            response["presence"]["events"] = [e for e in changes if flt.presence.matches(e)]
         response["rooms"] = {k: v for k, v in rooms.items() if v}
         ctx = SyncContext(user_id, device_id, since, now, full_state, flt, joined, response)
         for ext in self.extensions:
@@ -193,6 +206,27 @@ class SyncHandler:
             room["summary"] = await self._summary(room_id, user_id)
         return room
 
+    async def _ephemeral(self, user_id: str, since: SyncToken | None, now: SyncToken,
+                         flt: SyncFilter, joined: list[str], rooms: dict[str, dict[str, Any]]) -> None:
+        """Typing and receipts of joined rooms that changed in (since, now]."""
+        per_room: dict[str, list[dict[str, Any]]] = {}
+        allowed = [r for r in joined if flt.room_allowed(r)]
+        if self.typing is not None:
+            for room_id, ev in self.typing.events_for_rooms(
+                    allowed, None if since is None else since.typing).items():
+                per_room.setdefault(room_id, []).append(ev)
+        if self.receipts is not None:
+            got = await self.receipts.receipts_for_rooms(
+                allowed, None if since is None else since.receipts, now.receipts, user_id)
+            for room_id, evs in got.items():
+                per_room.setdefault(room_id, []).extend(evs)
+        for room_id, evs in per_room.items():
+            evs = [e for e in evs if flt.ephemeral.matches(e, room_id)]
+            if not evs:
+                continue
+            room = rooms["join"].setdefault(room_id, _empty_joined_room())
+            room["ephemeral"]["events"] = evs
+
     async def _account_data(self, user_id: str, since: SyncToken | None, now: SyncToken,
                             flt: SyncFilter, joined: list[str], rooms: dict[str, dict[str, Any]],
                             response: dict[str, Any]) -> None:
@@ -210,9 +244,7 @@ class SyncHandler:
                       if flt.room_account_data.matches(e, room_id)]
             if not events:
                 continue
-            room = rooms["join"].setdefault(room_id, {
-                "timeline": {"events": [], "limited": False}, "state": {"events": []},
-                "ephemeral": {"events": []}, "account_data": {"events": []}})
+            room = rooms["join"].setdefault(room_id, _empty_joined_room())
             room["account_data"]["events"] = events
 
     def _lazy_members(self, state_ids: StateMap, timeline: list[EventRow], user_id: str, flt: SyncFilter,
@@ -275,6 +307,11 @@ class SyncHandler:
             room["timeline"]["prev_batch"] = position_token(rows[0].event.depth,
                                                             rows[0].stream_ordering)
         return room
+
+
+def _empty_joined_room() -> dict[str, Any]:
+    return {"timeline": {"events": [], "limited": False}, "state": {"events": []},
+            "ephemeral": {"events": []}, "account_data": {"events": []}}
 
 
 def _has_content(response: dict[str, Any]) -> bool:

@@ -16,7 +16,6 @@ CREATE TABLE receipts (
     PRIMARY KEY (room_id, receipt_type, user_id, thread_id)
 );
 CREATE INDEX receipts_room_stream ON receipts (room_id, stream_id);
-CREATE INDEX receipts_stream ON receipts (stream_id);
 
 -- The presence of each user whose presence was ever set; stream_id orders the changes on the
 -- "presence" sync stream. explicit: the state was set with PUT /presence (a /sync with

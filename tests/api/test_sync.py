@@ -242,3 +242,35 @@ def test_account_data_and_tags_in_sync(server: ServerProcess) -> None:
     third = sync(a, token, timeout=20000)
     assert time.monotonic() - t0 < 5
     assert third["account_data"]["events"] == [{"type": "org.example.settings", "content": {"theme": "light"}}]
+
+
+def test_typing_receipts_and_presence_in_sync(server: ServerProcess) -> None:
+    a, b = users(server, 2)
+    room = a.post("createRoom", {"preset": "public_chat"}).json()["room_id"]
+    b.post(f"join/{room}")
+    ev = send(a, room, "read me")
+    token = sync(b)["next_batch"]
+    threading.Timer(0.5, lambda: a.put(f"rooms/{room}/typing/{a.user_id}",
+                                       {"typing": True, "timeout": 10000})).start()
+    t0 = time.monotonic()
+    r = sync(b, token, timeout=20000)
+    assert time.monotonic() - t0 < 5
+    eph = r["rooms"]["join"][room]["ephemeral"]["events"]
+    assert {"type": "m.typing", "content": {"user_ids": [a.user_id]}} in eph
+    token = r["next_batch"]
+    threading.Timer(0.5, lambda: a.post(f"rooms/{room}/receipt/m.read/{ev}", {})).start()
+    t0 = time.monotonic()
+    r = sync(b, token, timeout=20000)
+    assert time.monotonic() - t0 < 5
+    receipts = [e for e in r["rooms"]["join"][room]["ephemeral"]["events"] if e["type"] == "m.receipt"]
+    assert receipts and a.user_id in receipts[0]["content"][ev]["m.read"]
+    # Private receipts reach only their owner.
+    a.post(f"rooms/{room}/receipt/m.read.private/{ev}", {})
+    r2 = sync(b, r["next_batch"])
+    assert not any("m.read.private" in str(e) for e in
+                   r2.get("rooms", {}).get("join", {}).get(room, {}).get("ephemeral", {}).get("events", []))
+    # Presence of someone sharing a room.
+    a.put(f"presence/{a.user_id}/status", {"presence": "online", "status_msg": "here"})
+    r3 = sync(b, r2["next_batch"])
+    mine = [e for e in r3["presence"]["events"] if e["sender"] == a.user_id]
+    assert mine and mine[-1]["content"]["presence"] == "online"

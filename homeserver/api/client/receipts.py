@@ -7,6 +7,7 @@ from typing import Any
 from homeserver.api.client.rooms import check_room_id
 from homeserver.ephemeral.receipts import (FULLY_READ, READ, READ_PRIVATE, ReceiptService,
                                            check_receipt_request)
+from homeserver.http.errors import invalid_param
 from homeserver.http.router import Router
 from homeserver.http.site import HttpRequest
 
@@ -26,6 +27,8 @@ class ReceiptsApi:
         # The spec asks for a body ({} at least); older clients send none, which means {}.
         body = req.json(allow_empty=True)
         thread_id = body.data.get("thread_id")
+        if "thread_id" in body and thread_id is None:
+            raise invalid_param("thread_id field must be a non-empty string")
         check_receipt_request(receiptType, thread_id)
         user_id = req.requester.user_id
         if receiptType == FULLY_READ:
