@@ -6,7 +6,7 @@ import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from crypto.room_versions import get_room_version
 from homeserver.rooms.events import Event
@@ -78,6 +78,9 @@ class EventStore:
         self._extremities: dict[str, list[str]] = {}
         # room id -> users joined, invited or knocking: who a new event may concern.
         self._interested: dict[str, set[str]] = {}
+        # Called inside the persisting transaction for every event that enters a timeline, so
+        # derived tables (search index, ...) are written atomically with the event.
+        self.persist_hooks: list[Callable[[Transaction, Event, int], None]] = []
 
     async def load(self) -> None:
         for gen in (self.stream_ids, self.state_ids):
@@ -182,6 +185,9 @@ class EventStore:
                     " event_id = excluded.event_id, stream_ordering = excluded.stream_ordering,"
                     " forgotten = FALSE",
                     (room_id, event.state_key, membership, event.event_id, stream))
+        if not outlier and rejected_reason is None and not soft_failed:
+            for hook in self.persist_hooks:
+                hook(txn, event, stream)
         row = EventRow(event, stream, outlier, rejected_reason is not None, soft_failed,
                        group_before, group_after)
         txn.call_after_commit(lambda: self._events.put(row))
