@@ -164,6 +164,15 @@ class ServerProcess:
     def client(self, validate: bool = True) -> "Client":
         return Client(self.base_url, validate=validate)
 
+    def users(self, n: int) -> list["Client"]:
+        """``n`` freshly registered users, each logged in."""
+        out = []
+        for _ in range(n):
+            c = self.client()
+            c.register()
+            out.append(c)
+        return out
+
     def admin(self, password: str = "correct horse battery") -> "Client":
         """A new server admin, created through shared-secret registration."""
         import hashlib

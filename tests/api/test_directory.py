@@ -5,17 +5,13 @@ from __future__ import annotations
 import uuid
 from urllib.parse import quote
 
-from tests.harness import Client, ServerProcess
+from tests.harness import ServerProcess
 
 
-def new_user(server: ServerProcess) -> Client:
-    c = server.client()
-    c.register()
-    return c
 
 
 def test_alias_lifecycle(server: ServerProcess) -> None:
-    a, b = new_user(server), new_user(server)
+    a, b = server.users(2)
     room = a.post("createRoom", {"preset": "public_chat"}).json()["room_id"]
     alias = f"#a{uuid.uuid4().hex[:8]}:test.local"
     enc = quote(alias)
@@ -33,19 +29,19 @@ def test_alias_lifecycle(server: ServerProcess) -> None:
 
 
 def test_alias_bad_input(server: ServerProcess) -> None:
-    a = new_user(server)
+    a = server.users(1)[0]
     room = a.post("createRoom", {}).json()["room_id"]
     assert a.put("directory/room/nohash", {"room_id": room}).status_code == 400
     assert a.put("directory/room/%23x:other.server", {"room_id": room}).status_code == 400
     assert a.put("directory/room/%23x:test.local", {"room_id": "!nope:test.local"}).status_code == 404
     assert a.put("directory/room/%23x:test.local", {}).status_code == 400
-    outsider = new_user(server)
+    outsider = server.users(1)[0]
     r = outsider.put(f"directory/room/%23o{uuid.uuid4().hex[:6]}:test.local", {"room_id": room})
     assert r.status_code == 403
 
 
 def test_public_rooms_listing_search_and_pagination(server: ServerProcess) -> None:
-    a, b = new_user(server), new_user(server)
+    a, b = server.users(2)
     tag = uuid.uuid4().hex[:8]
     rooms = [a.post("createRoom", {"visibility": "public", "preset": "public_chat",
                                    "name": f"{tag} room {i}", "topic": "t"}).json()["room_id"]

@@ -9,13 +9,6 @@ from typing import Any, Callable
 from tests.harness import Client, ServerProcess
 
 
-def users(server: ServerProcess, n: int) -> list[Client]:
-    out = []
-    for _ in range(n):
-        c = server.client()
-        c.register()
-        out.append(c)
-    return out
 
 
 def room_with(a: Client, *others: Client, history: str = "shared") -> str:
@@ -47,7 +40,7 @@ def assert_error(r: Any, status: int, errcode: str) -> None:
 # --- typing ------------------------------------------------------------------------------------
 
 def test_typing_start_refresh_and_stop(server: ServerProcess) -> None:
-    (a,) = users(server, 1)
+    (a,) = server.users(1)
     room = room_with(a)
     path = f"rooms/{room}/typing/{a.user_id}"
     for body in ({"typing": True, "timeout": 10000}, {"typing": True, "timeout": 10 ** 9},
@@ -58,7 +51,7 @@ def test_typing_start_refresh_and_stop(server: ServerProcess) -> None:
 
 
 def test_typing_errors(server: ServerProcess) -> None:
-    a, b, outsider = users(server, 3)
+    a, b, outsider = server.users(3)
     room = room_with(a, b)
     assert_error(a.put(f"rooms/{room}/typing/{b.user_id}", {"typing": True}), 403, "M_FORBIDDEN")
     assert_error(outsider.put(f"rooms/{room}/typing/{outsider.user_id}", {"typing": True}),
@@ -77,7 +70,7 @@ def test_typing_errors(server: ServerProcess) -> None:
 
 
 def test_typing_after_leaving_is_forbidden(server: ServerProcess) -> None:
-    a, b = users(server, 2)
+    a, b = server.users(2)
     room = room_with(a, b)
     assert b.put(f"rooms/{room}/typing/{b.user_id}", {"typing": True}).status_code == 200
     assert b.post(f"rooms/{room}/leave", {}).status_code == 200
@@ -92,7 +85,7 @@ def fully_read(c: Client, room: str) -> Any:
 
 
 def test_receipts_of_each_type(server: ServerProcess) -> None:
-    a, b = users(server, 2)
+    a, b = server.users(2)
     room = room_with(a, b)
     ev = send(a, room)
     for rtype, body in (("m.read", {}), ("m.read", {"thread_id": "main"}),
@@ -107,7 +100,7 @@ def test_receipts_of_each_type(server: ServerProcess) -> None:
 
 
 def test_fully_read_marker_never_moves_back(server: ServerProcess) -> None:
-    a, b = users(server, 2)
+    a, b = server.users(2)
     room = room_with(a, b)
     first, second = send(a, room, "1"), send(a, room, "2")
     assert fully_read(b, room) == 404
@@ -123,7 +116,7 @@ def test_fully_read_marker_never_moves_back(server: ServerProcess) -> None:
 
 
 def test_receipt_errors(server: ServerProcess) -> None:
-    a, b, outsider = users(server, 3)
+    a, b, outsider = server.users(3)
     room = room_with(a, b)
     other_room = room_with(a)
     ev = send(a, room)
@@ -139,7 +132,7 @@ def test_receipt_errors(server: ServerProcess) -> None:
 
 
 def test_bad_thread_ids(server: ServerProcess) -> None:
-    a, b = users(server, 2)
+    a, b = server.users(2)
     room = room_with(a, b)
     root = send(a, room, "root")
     reply = thread_reply(a, room, root)
@@ -168,7 +161,7 @@ def test_bad_thread_ids(server: ServerProcess) -> None:
 
 
 def test_receipt_needs_a_visible_event(server: ServerProcess) -> None:
-    a, b = users(server, 2)
+    a, b = server.users(2)
     room = room_with(a, history="joined")
     before = send(a, room, "before b joined")
     assert b.post(f"join/{room}").status_code == 200
@@ -179,7 +172,7 @@ def test_receipt_needs_a_visible_event(server: ServerProcess) -> None:
 
 
 def test_read_markers(server: ServerProcess) -> None:
-    a, b = users(server, 2)
+    a, b = server.users(2)
     room = room_with(a, b)
     one, two, three = send(a, room, "1"), send(a, room, "2"), send(a, room, "3")
     r = b.post(f"rooms/{room}/read_markers", {"m.fully_read": one, "m.read": two,
@@ -195,7 +188,7 @@ def test_read_markers(server: ServerProcess) -> None:
                                                        "m.read": "$missing:test.local"}),
                  404, "M_NOT_FOUND")
     assert fully_read(b, room) == one
-    (outsider,) = users(server, 1)
+    (outsider,) = server.users(1)
     assert_error(outsider.post(f"rooms/{room}/read_markers", {"m.fully_read": one}), 403, "M_FORBIDDEN")
     assert_error(b.post("rooms/notaroom/read_markers", {}), 400, "M_INVALID_PARAM")
 
@@ -207,7 +200,7 @@ def presence_of(observer: Client, user_id: str) -> Any:
 
 
 def test_set_and_get_own_presence(server: ServerProcess) -> None:
-    (a,) = users(server, 1)
+    (a,) = server.users(1)
     r = presence_of(a, a.user_id)
     assert r.status_code == 200 and r.json()["presence"] == "offline", r.text
     r = a.put(f"presence/{a.user_id}/status", {"presence": "online", "status_msg": "working"})
@@ -227,7 +220,7 @@ def test_set_and_get_own_presence(server: ServerProcess) -> None:
 
 
 def test_presence_errors(server: ServerProcess) -> None:
-    a, b = users(server, 2)
+    a, b = server.users(2)
     assert_error(a.put(f"presence/{b.user_id}/status", {"presence": "online"}), 403, "M_FORBIDDEN")
     path = f"presence/{a.user_id}/status"
     assert_error(a.put(path, {}), 400, "M_MISSING_PARAM")
@@ -239,7 +232,7 @@ def test_presence_errors(server: ServerProcess) -> None:
 
 
 def test_presence_visible_only_to_users_sharing_a_room(server: ServerProcess) -> None:
-    a, b, c = users(server, 3)
+    a, b, c = server.users(3)
     assert a.put(f"presence/{a.user_id}/status", {"presence": "online",
                                                    "status_msg": "hello"}).status_code == 200
     assert_error(presence_of(b, a.user_id), 403, "M_FORBIDDEN")

@@ -11,13 +11,6 @@ from tests.harness import Client, ServerProcess
 V1 = "/_matrix/client/v1"
 
 
-def make_users(server: ServerProcess, n: int) -> list[Client]:
-    out = []
-    for _ in range(n):
-        c = server.client()
-        c.register()
-        out.append(c)
-    return out
 
 
 def public_room(a: Client, *others: Client, history: str = "shared") -> str:
@@ -87,7 +80,7 @@ def latest_edit(c: Client, room: str, *edit_ids: str) -> str:
 # --- threads -----------------------------------------------------------------------------------
 
 def test_thread_relations_and_aggregation(server: ServerProcess) -> None:
-    a, b, c = make_users(server, 3)
+    a, b, c = server.users(3)
     room = public_room(a, b, c)
     root = msg(a, room, "root")
     replies = [thread_reply(b, room, root, "r1"), thread_reply(a, room, root, "r2"),
@@ -119,7 +112,7 @@ def test_thread_relations_and_aggregation(server: ServerProcess) -> None:
 
 
 def test_threads_ordered_by_latest_activity_and_paginated(server: ServerProcess) -> None:
-    a, b = make_users(server, 2)
+    a, b = server.users(2)
     room = public_room(a, b)
     roots = [msg(a, room, f"root{i}") for i in range(3)]
     for root in roots:
@@ -147,7 +140,7 @@ def test_threads_ordered_by_latest_activity_and_paginated(server: ServerProcess)
 
 
 def test_events_with_relations_are_not_thread_roots(server: ServerProcess) -> None:
-    (a,) = make_users(server, 1)
+    (a,) = server.users(1)
     room = public_room(a)
     root = msg(a, room, "root")
     child = rel(a, room, root, "m.reference", "ref")
@@ -166,7 +159,7 @@ def test_events_with_relations_are_not_thread_roots(server: ServerProcess) -> No
 # --- edits ---------------------------------------------------------------------------------------
 
 def test_edits_valid_and_invalid(server: ServerProcess) -> None:
-    a, b = make_users(server, 2)
+    a, b = server.users(2)
     room = public_room(a, b)
     root = msg(a, room, "original")
     thread_reply(b, room, root, "reply")  # so that /threads serves the root with its bundle
@@ -206,7 +199,7 @@ def test_edits_valid_and_invalid(server: ServerProcess) -> None:
 
 
 def test_edit_of_thread_reply_is_bundled_in_latest_event(server: ServerProcess) -> None:
-    a, b = make_users(server, 2)
+    a, b = server.users(2)
     room = public_room(a, b)
     root = msg(a, room, "root")
     reply = thread_reply(b, room, root, "typo")
@@ -223,7 +216,7 @@ def test_edit_of_thread_reply_is_bundled_in_latest_event(server: ServerProcess) 
 # --- reactions and references ------------------------------------------------------------------
 
 def test_reactions_are_listed_not_aggregated(server: ServerProcess) -> None:
-    a, b = make_users(server, 2)
+    a, b = server.users(2)
     room = public_room(a, b)
     root = msg(a, room, "react to me")
     thread_reply(a, room, root, "reply")
@@ -236,7 +229,7 @@ def test_reactions_are_listed_not_aggregated(server: ServerProcess) -> None:
 
 
 def test_references_are_aggregated(server: ServerProcess) -> None:
-    a, b = make_users(server, 2)
+    a, b = server.users(2)
     room = public_room(a, b)
     root = msg(a, room, "root")
     thread_reply(a, room, root, "reply")
@@ -253,7 +246,7 @@ def test_references_are_aggregated(server: ServerProcess) -> None:
 # --- pagination and recursion -------------------------------------------------------------------
 
 def test_relations_pagination(server: ServerProcess) -> None:
-    (a,) = make_users(server, 1)
+    (a,) = server.users(1)
     room = public_room(a)
     root = msg(a, room, "root")
     replies = [thread_reply(a, room, root, f"r{i}") for i in range(5)]
@@ -279,7 +272,7 @@ def test_relations_pagination(server: ServerProcess) -> None:
 
 
 def test_relations_recursion(server: ServerProcess) -> None:
-    (a,) = make_users(server, 1)
+    (a,) = server.users(1)
     room = public_room(a)
     root = msg(a, room, "root")
     chain = []
@@ -308,7 +301,7 @@ def test_relations_recursion(server: ServerProcess) -> None:
 # --- visibility ---------------------------------------------------------------------------------
 
 def test_user_who_left_does_not_see_later_relations(server: ServerProcess) -> None:
-    a, b = make_users(server, 2)
+    a, b = server.users(2)
     room = public_room(a, b)
     root = msg(a, room, "root")
     early = thread_reply(a, room, root, "before leave")
@@ -340,7 +333,7 @@ def test_user_who_left_does_not_see_later_relations(server: ServerProcess) -> No
 
 
 def test_outsiders_and_unknown_events(server: ServerProcess) -> None:
-    a, c = make_users(server, 2)
+    a, c = server.users(2)
     room = public_room(a)
     other = public_room(a)
     root = msg(a, room, "root")
@@ -358,7 +351,7 @@ def test_outsiders_and_unknown_events(server: ServerProcess) -> None:
 
 
 def test_world_readable_room_threads_for_non_members(server: ServerProcess) -> None:
-    a, c = make_users(server, 2)
+    a, c = server.users(2)
     room = public_room(a, history="world_readable")
     root = msg(a, room, "root")
     reply = thread_reply(a, room, root, "reply")
@@ -367,7 +360,7 @@ def test_world_readable_room_threads_for_non_members(server: ServerProcess) -> N
 
 
 def test_bad_parameters(server: ServerProcess) -> None:
-    (a,) = make_users(server, 1)
+    (a,) = server.users(1)
     room = public_room(a)
     root = msg(a, room, "root")
     for params in ({"dir": "x"}, {"from": "garbage"}, {"to": "garbage"}, {"limit": "-1"},

@@ -7,13 +7,6 @@ import pytest
 from tests.harness import Client, ServerProcess
 
 
-def make_users(server: ServerProcess, n: int) -> list[Client]:
-    out = []
-    for _ in range(n):
-        c = server.client()
-        c.register()
-        out.append(c)
-    return out
 
 
 def create(c: Client, **body) -> str:
@@ -38,7 +31,7 @@ def bodies(c: Client, room: str, **params) -> list[str]:
 
 @pytest.mark.parametrize("version", ["10", "11", "12"])
 def test_create_room_each_version(server: ServerProcess, version: str) -> None:
-    (a,) = make_users(server, 1)
+    (a,) = server.users(1)
     room = create(a, room_version=version, name="Room", topic="About")
     create_ev = a.get(f"rooms/{room}/state/m.room.create/", params={"format": "event"}).json()
     assert create_ev["content"]["room_version"] == version
@@ -57,7 +50,7 @@ def test_create_room_each_version(server: ServerProcess, version: str) -> None:
 
 
 def test_create_room_presets(server: ServerProcess) -> None:
-    (a,) = make_users(server, 1)
+    (a,) = server.users(1)
     pub = create(a, preset="public_chat")
     priv = create(a)
     assert a.get(f"rooms/{pub}/state/m.room.join_rules/").json() == {"join_rule": "public"}
@@ -67,7 +60,7 @@ def test_create_room_presets(server: ServerProcess) -> None:
 
 
 def test_create_room_initial_state_override_and_invite(server: ServerProcess) -> None:
-    a, b = make_users(server, 2)
+    a, b = server.users(2)
     room = create(a, initial_state=[{"type": "m.room.history_visibility", "state_key": "",
                                      "content": {"history_visibility": "joined"}},
                                     {"type": "org.example.custom", "state_key": "k",
@@ -84,7 +77,7 @@ def test_create_room_initial_state_override_and_invite(server: ServerProcess) ->
 
 
 def test_create_room_bad_input(server: ServerProcess) -> None:
-    (a,) = make_users(server, 1)
+    (a,) = server.users(1)
     r = a.post("createRoom", {"room_version": "999"})
     assert (r.status_code, r.json()["errcode"]) == (400, "M_UNSUPPORTED_ROOM_VERSION")
     r = a.post("createRoom", {"preset": "party"})
@@ -98,7 +91,7 @@ def test_create_room_bad_input(server: ServerProcess) -> None:
 
 def test_room_alias_in_create(server: ServerProcess) -> None:
     import uuid
-    (a,) = make_users(server, 1)
+    (a,) = server.users(1)
     alias = "r" + uuid.uuid4().hex[:8]
     room = create(a, room_alias_name=alias)
     assert a.get(f"rooms/{room}/state/m.room.canonical_alias/").json() == {"alias": f"#{alias}:test.local"}
@@ -107,7 +100,7 @@ def test_room_alias_in_create(server: ServerProcess) -> None:
 
 
 def test_send_is_idempotent_per_txn_id(server: ServerProcess) -> None:
-    (a,) = make_users(server, 1)
+    (a,) = server.users(1)
     room = create(a)
     e1 = send(a, room, "once", txn="same")
     e2 = send(a, room, "once", txn="same")
@@ -120,7 +113,7 @@ def test_send_is_idempotent_per_txn_id(server: ServerProcess) -> None:
 
 
 def test_get_event_and_messages_pagination(server: ServerProcess) -> None:
-    (a,) = make_users(server, 1)
+    (a,) = server.users(1)
     room = create(a)
     ids = [send(a, room, f"m{i}") for i in range(7)]
     ev = a.get(f"rooms/{room}/event/{ids[3]}").json()
@@ -137,7 +130,7 @@ def test_get_event_and_messages_pagination(server: ServerProcess) -> None:
 
 
 def test_state_events(server: ServerProcess) -> None:
-    a, b = make_users(server, 2)
+    a, b = server.users(2)
     room = create(a, preset="public_chat")
     r = a.put(f"rooms/{room}/state/m.room.topic/", {"topic": "new"})
     assert r.status_code == 200
@@ -154,7 +147,7 @@ def test_state_events(server: ServerProcess) -> None:
 
 
 def test_non_member_cannot_read_or_send(server: ServerProcess) -> None:
-    a, b = make_users(server, 2)
+    a, b = server.users(2)
     room = create(a)
     send(a, room, "secret")
     r = b.get(f"rooms/{room}/messages")
@@ -168,7 +161,7 @@ def test_non_member_cannot_read_or_send(server: ServerProcess) -> None:
 
 
 def test_invite_leave_kick_ban_unban(server: ServerProcess) -> None:
-    a, b, c = make_users(server, 3)
+    a, b, c = server.users(3)
     room = create(a)
     assert a.post(f"rooms/{room}/invite", {"user_id": b.user_id}).status_code == 200
     assert b.post(f"join/{room}").status_code == 200
@@ -193,7 +186,7 @@ def test_invite_leave_kick_ban_unban(server: ServerProcess) -> None:
 
 
 def test_forget(server: ServerProcess) -> None:
-    a, b = make_users(server, 2)
+    a, b = server.users(2)
     room = create(a, preset="public_chat")
     b.post(f"join/{room}")
     assert b.post(f"rooms/{room}/forget", {}).status_code == 400
@@ -202,7 +195,7 @@ def test_forget(server: ServerProcess) -> None:
 
 
 def test_knock(server: ServerProcess) -> None:
-    a, b = make_users(server, 2)
+    a, b = server.users(2)
     room = create(a, initial_state=[{"type": "m.room.join_rules", "content": {"join_rule": "knock"}}])
     r = b.post(f"knock/{room}", {"reason": "let me in"})
     assert r.status_code == 200, r.text
@@ -212,7 +205,7 @@ def test_knock(server: ServerProcess) -> None:
 
 
 def test_redact(server: ServerProcess) -> None:
-    a, b = make_users(server, 2)
+    a, b = server.users(2)
     room = create(a, preset="public_chat")
     b.post(f"join/{room}")
     ev = send(b, room, "oops")
@@ -228,13 +221,13 @@ def test_redact(server: ServerProcess) -> None:
 
 
 def test_big_event_and_bad_ids(server: ServerProcess) -> None:
-    (a,) = make_users(server, 1)
+    (a,) = server.users(1)
     room = create(a)
     r = a.put(f"rooms/{room}/send/m.room.message/big", {"msgtype": "m.text", "body": "x" * 70000})
     assert r.status_code == 413 and r.json()["errcode"] == "M_TOO_LARGE"
-    r = a.put(f"rooms/not-a-room/send/m.room.message/x", {"body": "x"})
+    r = a.put("rooms/not-a-room/send/m.room.message/x", {"body": "x"})
     assert r.status_code == 400
-    r = a.put(f"rooms/!unknown:test.local/send/m.room.message/x", {"body": "x"})
+    r = a.put("rooms/!unknown:test.local/send/m.room.message/x", {"body": "x"})
     assert r.status_code in (403, 404)
     r = a.put(f"rooms/{room}/state/m.room.topic/{'k' * 300}", {"topic": "x"})
     assert (r.status_code, r.json()["errcode"]) == (400, "M_INVALID_PARAM")
@@ -243,7 +236,7 @@ def test_big_event_and_bad_ids(server: ServerProcess) -> None:
 
 @pytest.mark.parametrize("version", [str(v) for v in range(1, 13)])
 def test_every_room_version_creates_sends_and_joins(server: ServerProcess, version: str) -> None:
-    a, b = make_users(server, 2)
+    a, b = server.users(2)
     room = create(a, room_version=version, preset="public_chat", name=f"v{version}")
     send(a, room, "hello")
     assert b.post(f"join/{room}").status_code == 200
@@ -253,7 +246,7 @@ def test_every_room_version_creates_sends_and_joins(server: ServerProcess, versi
 
 
 def test_members_at_a_point_in_the_timeline(server: ServerProcess) -> None:
-    a, b, c = make_users(server, 3)
+    a, b, c = server.users(3)
     room = create(a, preset="public_chat")
     b.post(f"join/{room}")
     send(a, room, "marker")

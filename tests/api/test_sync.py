@@ -10,13 +10,6 @@ from typing import Any
 from tests.harness import Client, ServerProcess
 
 
-def users(server: ServerProcess, n: int) -> list[Client]:
-    out = []
-    for _ in range(n):
-        c = server.client()
-        c.register()
-        out.append(c)
-    return out
 
 
 def send(c: Client, room: str, body: str) -> str:
@@ -39,7 +32,7 @@ def timeline(resp: dict, room: str, section: str = "join") -> list[str]:
 
 
 def test_initial_sync_has_joined_room_with_state_and_timeline(server: ServerProcess) -> None:
-    (a,) = users(server, 1)
+    (a,) = server.users(1)
     room = a.post("createRoom", {"name": "Room"}).json()["room_id"]
     send(a, room, "one")
     resp = sync(a)
@@ -52,7 +45,7 @@ def test_initial_sync_has_joined_room_with_state_and_timeline(server: ServerProc
 
 
 def test_limited_timeline_and_prev_batch(server: ServerProcess) -> None:
-    (a,) = users(server, 1)
+    (a,) = server.users(1)
     room = a.post("createRoom", {}).json()["room_id"]
     for i in range(15):
         send(a, room, f"m{i}")
@@ -67,7 +60,7 @@ def test_limited_timeline_and_prev_batch(server: ServerProcess) -> None:
 
 
 def test_incremental_sync_only_new_events(server: ServerProcess) -> None:
-    (a,) = users(server, 1)
+    (a,) = server.users(1)
     room = a.post("createRoom", {}).json()["room_id"]
     send(a, room, "old")
     first = sync(a)
@@ -81,7 +74,7 @@ def test_incremental_sync_only_new_events(server: ServerProcess) -> None:
 
 
 def test_invite_then_join_then_leave_sections(server: ServerProcess) -> None:
-    a, b = users(server, 2)
+    a, b = server.users(2)
     room = a.post("createRoom", {"name": "Secret"}).json()["room_id"]
     send(a, room, "before invite")
     start = sync(b)
@@ -107,7 +100,7 @@ def test_invite_then_join_then_leave_sections(server: ServerProcess) -> None:
 
 
 def test_kicked_user_sees_the_kick_and_nothing_later(server: ServerProcess) -> None:
-    a, b = users(server, 2)
+    a, b = server.users(2)
     room = a.post("createRoom", {"preset": "public_chat"}).json()["room_id"]
     b.post(f"join/{room}")
     base = sync(b)
@@ -121,7 +114,7 @@ def test_kicked_user_sees_the_kick_and_nothing_later(server: ServerProcess) -> N
 
 
 def test_newly_joined_with_joined_visibility_sees_no_history(server: ServerProcess) -> None:
-    a, b = users(server, 2)
+    a, b = server.users(2)
     room = a.post("createRoom", {"preset": "public_chat", "initial_state": [
         {"type": "m.room.history_visibility", "content": {"history_visibility": "joined"}}]}).json()["room_id"]
     send(a, room, "private past")
@@ -131,7 +124,7 @@ def test_newly_joined_with_joined_visibility_sees_no_history(server: ServerProce
 
 
 def test_include_leave_filter_for_initial_sync(server: ServerProcess) -> None:
-    a, b = users(server, 2)
+    a, b = server.users(2)
     room = a.post("createRoom", {"preset": "public_chat"}).json()["room_id"]
     b.post(f"join/{room}")
     b.post(f"rooms/{room}/leave", {})
@@ -140,7 +133,7 @@ def test_include_leave_filter_for_initial_sync(server: ServerProcess) -> None:
 
 
 def test_long_poll_wakes_on_message_and_invite(server: ServerProcess) -> None:
-    a, b = users(server, 2)
+    a, b = server.users(2)
     room = a.post("createRoom", {"preset": "public_chat"}).json()["room_id"]
     b.post(f"join/{room}")
     token = sync(b)["next_batch"]
@@ -163,7 +156,7 @@ def test_long_poll_wakes_on_message_and_invite(server: ServerProcess) -> None:
 
 
 def test_long_poll_times_out_empty(server: ServerProcess) -> None:
-    (a,) = users(server, 1)
+    (a,) = server.users(1)
     token = sync(a)["next_batch"]
     t0 = time.monotonic()
     r = sync(a, token, timeout=700)
@@ -184,7 +177,7 @@ def test_since_token_survives_restart(make_server) -> None:
 
 
 def test_bad_tokens(server: ServerProcess) -> None:
-    (a,) = users(server, 1)
+    (a,) = server.users(1)
     r = a.get("sync", params={"since": "garbage"})
     assert (r.status_code, r.json()["errcode"]) == (400, "M_INVALID_PARAM")
     r = a.get("sync", params={"set_presence": "dancing"})
@@ -192,7 +185,7 @@ def test_bad_tokens(server: ServerProcess) -> None:
 
 
 def test_filters_by_id_types_and_event_fields(server: ServerProcess) -> None:
-    (a,) = users(server, 1)
+    (a,) = server.users(1)
     room = a.post("createRoom", {}).json()["room_id"]
     send(a, room, "text")
     a.put(f"rooms/{room}/send/org.example.other/x", {"v": 1})
@@ -211,7 +204,7 @@ def test_filters_by_id_types_and_event_fields(server: ServerProcess) -> None:
 
 
 def test_lazy_loading_members(server: ServerProcess) -> None:
-    a, b, c = users(server, 3)
+    a, b, c = server.users(3)
     room = a.post("createRoom", {"preset": "public_chat"}).json()["room_id"]
     b.post(f"join/{room}")
     c.post(f"join/{room}")
@@ -224,7 +217,7 @@ def test_lazy_loading_members(server: ServerProcess) -> None:
 
 
 def test_account_data_and_tags_in_sync(server: ServerProcess) -> None:
-    (a,) = users(server, 1)
+    (a,) = server.users(1)
     room = a.post("createRoom", {}).json()["room_id"]
     a.put(f"user/{a.user_id}/account_data/org.example.settings", {"theme": "dark"})
     first = sync(a)
@@ -245,7 +238,7 @@ def test_account_data_and_tags_in_sync(server: ServerProcess) -> None:
 
 
 def test_typing_receipts_and_presence_in_sync(server: ServerProcess) -> None:
-    a, b = users(server, 2)
+    a, b = server.users(2)
     room = a.post("createRoom", {"preset": "public_chat"}).json()["room_id"]
     b.post(f"join/{room}")
     ev = send(a, room, "read me")

@@ -9,13 +9,6 @@ import pytest
 from tests.harness import Client, ServerProcess
 
 
-def users(server: ServerProcess, n: int) -> list[Client]:
-    out = []
-    for _ in range(n):
-        c = server.client()
-        c.register()
-        out.append(c)
-    return out
 
 
 def room_with(a: Client, visibility: str, join_rule: str = "public") -> str:
@@ -51,7 +44,7 @@ def can_get(c: Client, room: str, event_id: str) -> bool:
     ("world_readable", ["before"]), ("shared", ["before"]), ("invited", []), ("joined", [])])
 def test_history_before_joining(server: ServerProcess, visibility: str,
                                 expected_before_join: list[str]) -> None:
-    a, b = users(server, 2)
+    a, b = server.users(2)
     room = room_with(a, visibility)
     before = send(a, room, "before")
     assert b.post(f"join/{room}").status_code == 200
@@ -62,7 +55,7 @@ def test_history_before_joining(server: ServerProcess, visibility: str,
 
 
 def test_invited_visibility_starts_at_the_invite(server: ServerProcess) -> None:
-    a, b = users(server, 2)
+    a, b = server.users(2)
     room = room_with(a, "invited", join_rule="invite")
     send(a, room, "before invite")
     a.post(f"rooms/{room}/invite", {"user_id": b.user_id})
@@ -73,7 +66,7 @@ def test_invited_visibility_starts_at_the_invite(server: ServerProcess) -> None:
 
 
 def test_joined_visibility_starts_at_the_join(server: ServerProcess) -> None:
-    a, b = users(server, 2)
+    a, b = server.users(2)
     room = room_with(a, "joined", join_rule="invite")
     a.post(f"rooms/{room}/invite", {"user_id": b.user_id})
     send(a, room, "while invited")
@@ -84,7 +77,7 @@ def test_joined_visibility_starts_at_the_join(server: ServerProcess) -> None:
 
 @pytest.mark.parametrize("how", ["leave", "kick", "ban"])
 def test_nothing_after_leaving(server: ServerProcess, how: str) -> None:
-    a, b = users(server, 2)
+    a, b = server.users(2)
     room = room_with(a, "shared")
     b.post(f"join/{room}")
     send(a, room, "while member")
@@ -106,7 +99,7 @@ def test_nothing_after_leaving(server: ServerProcess, how: str) -> None:
 
 
 def test_rejoining_shared_room_shows_the_gap(server: ServerProcess) -> None:
-    a, b = users(server, 2)
+    a, b = server.users(2)
     room = room_with(a, "shared")
     b.post(f"join/{room}")
     b.post(f"rooms/{room}/leave", {})
@@ -116,7 +109,7 @@ def test_rejoining_shared_room_shows_the_gap(server: ServerProcess) -> None:
 
 
 def test_world_readable_for_non_members_but_not_private(server: ServerProcess) -> None:
-    a, b = users(server, 2)
+    a, b = server.users(2)
     public = room_with(a, "world_readable", join_rule="invite")
     private = room_with(a, "shared", join_rule="invite")
     p1 = send(a, public, "hello world")
@@ -131,7 +124,7 @@ def test_world_readable_for_non_members_but_not_private(server: ServerProcess) -
 
 
 def test_visibility_change_applies_from_that_point(server: ServerProcess) -> None:
-    a, b = users(server, 2)
+    a, b = server.users(2)
     room = room_with(a, "joined")
     send(a, room, "joined-era")
     a.put(f"rooms/{room}/state/m.room.history_visibility/", {"history_visibility": "shared"})
@@ -141,7 +134,7 @@ def test_visibility_change_applies_from_that_point(server: ServerProcess) -> Non
 
 
 def test_own_leave_and_visibility_change_events_are_visible(server: ServerProcess) -> None:
-    a, b, c = users(server, 3)
+    a, b, c = server.users(3)
     room = room_with(a, "joined")
     b.post(f"join/{room}")
     assert b.post(f"rooms/{room}/leave", {}).status_code == 200
@@ -152,7 +145,7 @@ def test_own_leave_and_visibility_change_events_are_visible(server: ServerProces
 
 
 def test_world_readable_pagination_never_403s(server: ServerProcess) -> None:
-    a, b = users(server, 2)
+    a, b = server.users(2)
     room = room_with(a, "joined", join_rule="invite")
     send(a, room, "hidden")
     a.put(f"rooms/{room}/state/m.room.history_visibility/", {"history_visibility": "world_readable"})
@@ -168,7 +161,7 @@ def test_world_readable_pagination_never_403s(server: ServerProcess) -> None:
 
 
 def test_forgotten_room_history_is_gone(server: ServerProcess) -> None:
-    a, b = users(server, 2)
+    a, b = server.users(2)
     room = room_with(a, "shared")
     b.post(f"join/{room}")
     ev = send(a, room, "old news")

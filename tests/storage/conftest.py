@@ -6,7 +6,6 @@ import os
 import tempfile
 from typing import Any, AsyncIterator
 
-import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
