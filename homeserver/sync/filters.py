@@ -108,6 +108,13 @@ def check_filter_json(value: Any) -> dict[str, Any]:
     return value
 
 
+def parse_room_event_filter(text: str) -> "RoomEventFilter":
+    """The ``filter`` query parameter of /messages and /context: a RoomEventFilter as JSON."""
+    value = parse_json(text.encode("utf-8"))
+    _check_room_event_filter({"filter": value}, "filter", "")
+    return RoomEventFilter.from_json(value)
+
+
 # --- matching ------------------------------------------------------------------------------------
 
 @lru_cache(maxsize=4096)

@@ -261,3 +261,24 @@ def test_members_at_a_point_in_the_timeline(server: ServerProcess) -> None:
     assert then == {a.user_id: "join", b.user_id: "join"}
     r = a.get(f"rooms/{room}/members", params={"not_membership": "leave"}).json()["chunk"]
     assert {m["state_key"] for m in r} == {a.user_id, c.user_id}
+
+
+def test_messages_filter_and_lazy_members(server: ServerProcess) -> None:
+    import json
+    a, b = server.users(2)
+    room = create(a, preset="public_chat")
+    b.post(f"join/{room}")
+    send(a, room, "from a")
+    send(b, room, "from b")
+    a.put(f"rooms/{room}/send/org.example.other/x1", {"v": 1})
+    flt = json.dumps({"types": ["m.room.message"], "senders": [b.user_id], "lazy_load_members": True})
+    r = a.get(f"rooms/{room}/messages", params={"filter": flt, "limit": 50}).json()
+    assert [e["content"]["body"] for e in r["chunk"]] == ["from b"]
+    assert [(e["type"], e["state_key"]) for e in r["state"]] == [("m.room.member", b.user_id)]
+    r = a.get(f"rooms/{room}/messages", params={"filter": json.dumps({"not_types": ["m.room.message"]}),
+                                               "limit": 50}).json()
+    assert not any(e["type"] == "m.room.message" for e in r["chunk"])
+    r = a.get(f"rooms/{room}/messages", params={"filter": "{not json"})
+    assert (r.status_code, r.json()["errcode"]) == (400, "M_NOT_JSON")
+    r = a.get(f"rooms/{room}/messages", params={"filter": json.dumps({"limit": "x"})})
+    assert r.status_code == 400

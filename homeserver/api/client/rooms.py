@@ -14,6 +14,7 @@ from homeserver.rooms.serialize import ClientSerializer
 from homeserver.rooms.service import PRESETS, RoomService
 from homeserver.rooms.upgrade import RoomUpgrader
 from homeserver.rooms.visibility import Visibility
+from homeserver.sync.filters import parse_room_event_filter
 from storage.events import EventRow, EventStore
 
 MAX_STATE_KEY_BYTES = 255
@@ -235,15 +236,33 @@ class RoomsApi:
         else:
             start = (-(2**62), -(2**62))
         to_pos = parse_token(to_token) if to_token else None
-        rows: list[EventRow] = await self.store.paginate(roomId, start, backwards, limit, to_pos)
+        flt = parse_room_event_filter(req.query("filter") or "{}")
+        if not flt.allows_room(roomId):
+            rows: list[EventRow] = []
+        else:
+            rows = await self.store.paginate(roomId, start, backwards, limit, to_pos)
         visible = await self.visibility.filter_for_user(req.requester.user_id, rows)
+        visible = [r for r in visible if flt.matches(r.event, roomId)]
         chunk = await self.serializer.serialize(visible, user_id=req.requester.user_id)
         out: dict[str, Any] = {"chunk": chunk,
                                "start": from_token or position_token(*start)}
+        if flt.lazy_load_members and visible:
+            out["state"] = await self._sender_members(visible)
         if rows and len(rows) == limit:
             last = rows[-1]
             out["end"] = position_token(last.event.depth, last.stream_ordering)
         return 200, out
+
+    async def _sender_members(self, rows: list[EventRow]) -> list[dict[str, Any]]:
+        """The senders' member events as of the newest of ``rows`` (lazy-loading members)."""
+        newest = max(rows, key=lambda r: (r.event.depth, r.stream_ordering))
+        if newest.state_group_after is None:
+            return []
+        state = await self.store.get_state_group(newest.state_group_after)
+        ids = [state[("m.room.member", s)] for s in {r.event.sender for r in rows}
+               if ("m.room.member", s) in state]
+        members = await self.store.get_rows(ids)
+        return await self.serializer.serialize(members[i] for i in ids if i in members)
 
     async def context(self, req: HttpRequest, roomId: str, eventId: str) -> tuple[int, Any]:
         """The event with up to ``limit`` events around it, and the room state at the end."""
@@ -258,8 +277,11 @@ class RoomsApi:
         before = await self.store.paginate(roomId, pos, True, limit // 2)
         after = await self.store.paginate(roomId, pos, False, limit - limit // 2)
         user = req.requester.user_id
-        before = await self.visibility.filter_for_user(user, before)
-        after = await self.visibility.filter_for_user(user, after)
+        flt = parse_room_event_filter(req.query("filter") or "{}")
+        before = [r for r in await self.visibility.filter_for_user(user, before)
+                  if flt.matches(r.event, roomId)]
+        after = [r for r in await self.visibility.filter_for_user(user, after)
+                 if flt.matches(r.event, roomId)]
         first = before[-1] if before else row
         last = after[-1] if after else row
         group = last.state_group_after
