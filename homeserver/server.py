@@ -180,7 +180,8 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     AccountApi(config, registration, sessions, deactivation, uia).register(router)
     DevicesApi(sessions, uia).register(router)
     ProfileApi(profiles).register(router)
-    RoomsApi(rooms, events, visibility, serializer, RoomUpgrader(rooms, directory)).register(router)
+    RoomsApi(rooms, events, visibility, serializer, RoomUpgrader(rooms, directory),
+             directory).register(router)
     MembershipApi(rooms, events, directory, serializer).register(router)
     RelationsApi(RelationsService(RelationStore(db, events), events, visibility), serializer).register(router)
     DirectoryApi(directory, events, rooms, clock, config.server_name).register(router)

@@ -65,3 +65,17 @@ def test_public_rooms_listing_search_and_pagination(server: ServerProcess) -> No
     listed = {e["room_id"] for e in b.post("publicRooms", {"filter": {"generic_search_term": tag}}).json()["chunk"]}
     assert listed == {rooms[1], rooms[2], private}
     assert b.post("publicRooms", {"since": "garbage"}).status_code == 400
+
+
+def test_canonical_alias_must_point_to_the_room(server: ServerProcess) -> None:
+    a = server.users(1)[0]
+    room = a.post("createRoom", {}).json()["room_id"]
+    other = a.post("createRoom", {}).json()["room_id"]
+    alias = f"#c{uuid.uuid4().hex[:8]}:test.local"
+    a.put(f"directory/room/{quote(alias)}", {"room_id": other})
+    r = a.put(f"rooms/{room}/state/m.room.canonical_alias/", {"alias": alias})
+    assert (r.status_code, r.json()["errcode"]) == (400, "M_BAD_ALIAS")
+    r = a.put(f"rooms/{room}/state/m.room.canonical_alias/", {"alt_aliases": ["#nope:test.local"]})
+    assert (r.status_code, r.json()["errcode"]) == (400, "M_BAD_ALIAS")
+    r = a.put(f"rooms/{other}/state/m.room.canonical_alias/", {"alias": alias, "alt_aliases": [alias]})
+    assert r.status_code == 200

@@ -15,6 +15,7 @@ from homeserver.rooms.service import PRESETS, RoomService
 from homeserver.rooms.upgrade import RoomUpgrader
 from homeserver.rooms.visibility import Visibility
 from homeserver.sync.filters import parse_room_event_filter
+from storage.directory import DirectoryStore
 from storage.events import EventRow, EventStore
 
 MAX_STATE_KEY_BYTES = 255
@@ -36,8 +37,10 @@ def check_type_and_key(event_type: str, state_key: str | None = None) -> None:
 
 class RoomsApi:
     def __init__(self, rooms: RoomService, store: EventStore, visibility: Visibility,
-                 serializer: ClientSerializer, upgrader: RoomUpgrader) -> None:
+                 serializer: ClientSerializer, upgrader: RoomUpgrader,
+                 directory: DirectoryStore) -> None:
         self.rooms = rooms
+        self.directory = directory
         self.upgrader = upgrader
         self.store = store
         self.visibility = visibility
@@ -128,6 +131,8 @@ class RoomsApi:
         check_room_id(roomId)
         check_type_and_key(eventType, stateKey)
         content = req.json().data
+        if eventType == "m.room.canonical_alias" and stateKey == "":
+            await self._check_canonical_alias(roomId, content)
         if eventType == "m.room.member":
             ev = await self.rooms.update_membership(roomId, req.requester.user_id, stateKey,
                                                     str(content.get("membership")),
@@ -136,6 +141,21 @@ class RoomsApi:
             ev = await self.rooms.send(roomId, req.requester.user_id, eventType, content,
                                        state_key=stateKey)
         return 200, {"event_id": ev.event.event_id}
+
+    async def _check_canonical_alias(self, room_id: str, content: dict[str, Any]) -> None:
+        """Spec: each alias in m.room.canonical_alias must point at this room (400 M_BAD_ALIAS)."""
+        aliases = []
+        if content.get("alias") is not None:
+            aliases.append(content["alias"])
+        alt = content.get("alt_aliases", [])
+        if not isinstance(alt, list):
+            raise MatrixError(400, "M_INVALID_PARAM", "'alt_aliases' must be a list")
+        aliases += alt
+        for alias in aliases:
+            if not isinstance(alias, str) or not alias.startswith("#") or ":" not in alias:
+                raise MatrixError(400, "M_INVALID_PARAM", f"Invalid room alias: {alias!r}")
+            if await self.directory.get_alias(alias) != room_id:
+                raise MatrixError(400, "M_BAD_ALIAS", f"{alias} does not point to this room")
 
     async def redact(self, req: HttpRequest, roomId: str, eventId: str, txnId: str) -> tuple[int, Any]:
         assert req.requester is not None
