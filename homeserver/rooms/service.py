@@ -226,6 +226,41 @@ class RoomService:
         return await self.send(room_id, sender, "m.room.redaction", content, txn_key=txn_key,
                                redacts=target.event_id)
 
+    async def _restricted_join_authoriser(self, room_id: str, user_id: str) -> str | None:
+        """For a restricted room the user may join through an allowed room: a local member
+        who may invite, to name in join_authorised_via_users_server (spec: restricted rooms).
+
+        None when the join needs no authoriser (not restricted, or already invited/joined).
+        Raises 403 when the room is restricted and none of its allowed rooms has the user."""
+        key = ("m.room.join_rules", "")
+        rules = (await self.current_state_events(room_id, [key])).get(key)
+        rule = rules.content.get("join_rule") if rules is not None else None
+        if rule not in ("restricted", "knock_restricted"):
+            return None
+        current = await self.store.get_membership(room_id, user_id)
+        if current is not None and current[0] in ("join", "invite"):
+            return None
+        allow = rules.content.get("allow") if rules is not None else None
+        allowed_rooms = [a.get("room_id") for a in allow if isinstance(a, Mapping)
+                         and a.get("type") == "m.room_membership"
+                         and isinstance(a.get("room_id"), str)] if isinstance(allow, list) else []
+        for allowed in allowed_rooms:
+            m = await self.store.get_membership(allowed, user_id)
+            if m is not None and m[0] == "join":
+                break
+        else:
+            if rule == "knock_restricted":
+                return None  # joining is refused by the rules; knocking stays possible
+            raise MatrixError(403, "M_FORBIDDEN", "You are not in any room this room admits")
+        key_pl = ("m.room.power_levels", "")
+        state = await self.current_state_events(room_id, [key_pl, ("m.room.create", "")])
+        invite_level = get_named_level("invite", state.get(key_pl))
+        for member in await self.store.get_members(room_id, ("join",)):
+            if member.endswith(":" + self.server_name) and get_power_level(
+                    member, state.get(key_pl), state.get(("m.room.create", ""))) >= invite_level:
+                return member
+        raise MatrixError(403, "M_FORBIDDEN", "No member of this server can admit you to the room")
+
     async def update_membership(self, room_id: str, sender: str, target: str, membership: str,
                                 reason: str | None = None, extra: Mapping[str, Any] | None = None,
                                 txn_key: str | None = None) -> PersistedEvent:
@@ -241,6 +276,9 @@ class RoomService:
             for k in ("displayname", "avatar_url"):
                 if isinstance(profile.get(k), str) and k not in content:
                     content[k] = profile[k]
+            via = await self._restricted_join_authoriser(room_id, sender)
+            if via is not None:
+                content["join_authorised_via_users_server"] = via
         elif membership == "invite":
             current = await self.store.get_membership(room_id, target)
             if current and current[0] == "join":

@@ -282,3 +282,18 @@ def test_messages_filter_and_lazy_members(server: ServerProcess) -> None:
     assert (r.status_code, r.json()["errcode"]) == (400, "M_NOT_JSON")
     r = a.get(f"rooms/{room}/messages", params={"filter": json.dumps({"limit": "x"})})
     assert r.status_code == 400
+
+
+@pytest.mark.parametrize("version", ["8", "10", "12"])
+def test_restricted_join_through_an_allowed_room(server: ServerProcess, version: str) -> None:
+    a, b, c = server.users(3)
+    space = create(a, room_version=version, preset="public_chat")
+    b.post(f"join/{space}")
+    room = create(a, room_version=version, initial_state=[{"type": "m.room.join_rules", "content": {
+        "join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": space}]}}])
+    r = c.post(f"rooms/{room}/join", {})
+    assert (r.status_code, r.json()["errcode"]) == (403, "M_FORBIDDEN")
+    assert b.post(f"rooms/{room}/join", {}).status_code == 200
+    member = a.get(f"rooms/{room}/state/m.room.member/{b.user_id}").json()
+    assert member["membership"] == "join"
+    assert member["join_authorised_via_users_server"] == a.user_id
