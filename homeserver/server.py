@@ -28,21 +28,35 @@ from homeserver.api.client.account_data import AccountDataApi
 from homeserver.api.client.devices import DevicesApi
 from homeserver.api.client.directory import DirectoryApi
 from homeserver.api.client.filters import FiltersApi
+from homeserver.api.client.keys import KeysApi
 from homeserver.api.client.login import LoginApi
 from homeserver.api.client.membership import MembershipApi
 from homeserver.api.client.presence import PresenceApi
+from homeserver.api.client.notifications import NotificationsApi
 from homeserver.api.client.profile import ProfileApi
+from homeserver.api.client.push_rules import PushRulesApi
+from homeserver.api.client.pushers import PushersApi
 from homeserver.api.client.receipts import ReceiptsApi
 from homeserver.api.client.register import RegisterApi
 from homeserver.api.client.relations import RelationsApi
 from homeserver.api.client.reporting import ReportingApi
 from homeserver.api.client.rooms import RoomsApi
+from homeserver.api.client.room_keys import RoomKeysApi
+from homeserver.api.client.search import SearchApi
+from homeserver.api.client.sliding_sync import SlidingSyncApi
 from homeserver.api.client.sync import SyncApi
 from homeserver.api.client.tags import TagsApi
+from homeserver.api.client.to_device import ToDeviceApi
 from homeserver.api.client.typing import TypingApi
+from homeserver.api.client.user_directory import UserDirectoryApi
 from homeserver.api.client.versions import VersionsApi
 from homeserver.clock import Clock
 from homeserver.config import Config, ListenerConfig
+from homeserver.e2ee.cross_signing import CrossSigningService
+from homeserver.e2ee.device_lists import DeviceListTracker
+from homeserver.e2ee.keys import KeyService
+from homeserver.e2ee.room_keys import RoomKeyBackupService
+from homeserver.e2ee.to_device import ToDeviceService
 from homeserver.ephemeral.presence import PresenceService
 from homeserver.ephemeral.receipts import ReceiptService
 from homeserver.ephemeral.typing import TypingService
@@ -51,6 +65,10 @@ from homeserver.http.router import AUTH_NONE, Router
 from homeserver.http.site import MatrixResource, make_site
 from homeserver.jobs.scheduler import Scheduler
 from homeserver.notifier import Notifier
+from homeserver.push.counts import NotificationCounts
+from homeserver.push.processor import PushProcessor
+from homeserver.push.pushers import HttpGateway, PusherService
+from homeserver.push.rule_service import PushRuleService
 from homeserver.rooms.builder import EventBuilder
 from homeserver.rooms.creator import EventCreator
 from homeserver.rooms.relations import RelationsService
@@ -59,26 +77,39 @@ from homeserver.rooms.service import RoomService
 from homeserver.rooms.state_res import resolve_state
 from homeserver.rooms.upgrade import RoomUpgrader
 from homeserver.rooms.visibility import Visibility
+from homeserver.search.indexer import SearchIndexer
+from homeserver.search.room_events import RoomEventSearch
+from homeserver.search.user_directory import DirectoryIndexer, UserDirectory
 from homeserver.sync.filters import FilterService
 from homeserver.sync.handler import SyncHandler
+from homeserver.sync.sliding import SlidingSyncHandler
 from storage.account_data import AccountDataStore
 from storage.accounts import AccountStore
 from storage.client_ips import ClientIpStore
 from storage.database import Database
 from storage.directory import DirectoryStore
+from storage.e2ee_keys import E2eKeyStore
 from storage.events import EventStore, PersistedEvent
 from storage.filters import FilterStore
 from storage.engines import create_engine
 from storage.migrations import prepare_database
 from storage.presence import PresenceStore
+from storage.notifications import NotificationStore
 from storage.profiles import ProfileStore
+from storage.push_rules import PushRuleStore
+from storage.pushers import PusherStore
 from storage.receipts import ReceiptStore
 from storage.registration_tokens import RegistrationTokenStore
 from storage.relations import RelationStore
 from storage.reports import ReportStore
+from storage.room_keys import RoomKeyStore
+from storage.search import SearchStore
+from storage.sliding_sync import SlidingSyncStore
 from storage.sync import SyncStore
 from storage.tags import TagStore
+from storage.to_device import ToDeviceStore
 from storage.uia import UiaStore
+from storage.user_directory import UserDirectoryStore
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +199,10 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     rooms = RoomService(events, creator, profiles_store, directory, config.server_name)
     visibility = Visibility(events)
     serializer = ClientSerializer(events, clock.time_msec)
+    search_store = SearchStore(db)
+    user_directory = UserDirectoryStore(db)
+    events.persist_hooks.append(SearchIndexer(search_store).on_persist)
+    events.persist_hooks.append(DirectoryIndexer(user_directory).on_persist)
 
     router = Router()
     room_versions = {v: "stable" for v in KNOWN_ROOM_VERSIONS}
@@ -186,6 +221,8 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     RelationsApi(RelationsService(RelationStore(db, events), events, visibility), serializer).register(router)
     DirectoryApi(directory, events, rooms, clock, config.server_name).register(router)
     ReportingApi(reports, events, accounts, visibility, clock).register(router)
+    SearchApi(RoomEventSearch(search_store, events, visibility), serializer).register(router)
+    UserDirectoryApi(UserDirectory(user_directory)).register(router)
     AccountDataApi(account_data, notifier).register(router)
     TagsApi(TagStore(account_data), notifier).register(router)
     typing_notifs = TypingService(events, notifier, clock)
@@ -199,11 +236,48 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     TypingApi(typing_notifs).register(router)
     ReceiptsApi(receipts).register(router)
     PresenceApi(presence).register(router)
+    push_rules = PushRuleService(PushRuleStore(db), account_data, notifier)
+    notification_store = NotificationStore(db)
+    push = PushProcessor(events, push_rules, notification_store, receipts.thread_of, clock,
+                         config.server_name)
+    creator.listeners.append(push.on_event)
+    push_counts = NotificationCounts(notification_store, push.wait_pending)
+    receipts.listeners.append(push_counts.on_receipt)
+    pushers = PusherService(PusherStore(db), notification_store, events, push, clock,
+                            HttpGateway(clock.reactor))
+    push.listeners.append(pushers.on_notified)
+    push_counts.listeners.append(pushers.on_counts_cleared)
+    sessions.listeners.append(pushers)
+    await pushers.start()
+    PushRulesApi(push_rules).register(router)
+    NotificationsApi(notification_store, events, serializer).register(router)
+    PushersApi(pushers).register(router)
+    to_device = ToDeviceService(ToDeviceStore(db), notifier, clock, config.server_name)
+    await to_device.load()
+    sessions.listeners.append(to_device)
+    ToDeviceApi(to_device).register(router)
+    RoomKeysApi(RoomKeyBackupService(RoomKeyStore(db))).register(router)
+    e2e_key_store = E2eKeyStore(db)
+    device_lists = DeviceListTracker(e2e_key_store, events, notifier)
+    await device_lists.load()
+    creator.listeners.append(device_lists.on_event)
+    cross_signing = CrossSigningService(e2e_key_store, device_lists, accounts, clock)
+    e2e_keys = KeyService(e2e_key_store, device_lists, cross_signing, clock, config.server_name)
+    sessions.listeners.append(e2e_keys)
+    KeysApi(e2e_keys, cross_signing, device_lists, uia).register(router)
     sync_handler = SyncHandler(events, SyncStore(db, events), visibility, serializer, notifier,
-                               account_data, typing_notifs, receipts, presence)
+                               account_data, typing_notifs, receipts, presence, to_device,
+                               device_lists, e2e_keys, push_counts, push_rules)
     filters = FilterService(FilterStore(db))
     FiltersApi(filters).register(router)
     SyncApi(sync_handler, filters.resolve, set_presence=presence.set_state).register(router)
+    sliding_sync = SlidingSyncHandler(events, SyncStore(db, events), SlidingSyncStore(db), visibility,
+                                      serializer, notifier, account_data, clock, typing_notifs,
+                                      receipts, to_device, device_lists, e2e_keys)
+    await sliding_sync.load()
+    creator.listeners.append(sliding_sync.on_event)
+    sessions.listeners.append(sliding_sync)
+    SlidingSyncApi(sliding_sync, set_presence=presence.set_state).register(router)
     AdminUsersApi(config, registration, sessions, accounts, ip_store, ips, clock).register(router)
     AdminRegistrationTokensApi(token_store, clock).register(router)
 
@@ -222,7 +296,12 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     scheduler.every("purge old IP records", purge_interval, ips.purge_expired, now=True)
     scheduler.every("expire UIA sessions", 3600.0,
                     lambda: uia_store.delete_older_than(clock.time_msec() - SESSION_LIFETIME_MS))
+    scheduler.every("purge to-device txn ids", 3600.0, to_device.purge_old_txns)
+    scheduler.every("expire sliding sync connections", 3600.0, sliding_sync.expire_idle_connections)
     scheduler.at_shutdown("flush client IPs", ips.flush)
+    scheduler.every("prune read push notifications", 3600.0,
+                    lambda: notification_store.delete_read_before(clock.time_msec() - 30 * 86400_000))
+    scheduler.at_shutdown("stop pushers", pushers.stop)
     return router, resource_for, scheduler, ips
 
 

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable, Iterator
+import tempfile
+from typing import Any, AsyncIterator, Callable, Iterator
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.harness import ENGINES, Client, PostgresMissing, ServerProcess, check_postgres  # noqa: E402
+import pytest_twisted  # noqa: E402
+from twisted.internet import reactor  # noqa: E402
+
+from storage.database import Database  # noqa: E402
+from storage.engines import create_engine  # noqa: E402
+from storage.migrations import prepare_database  # noqa: E402
+from tests.harness import (ENGINES, PG, Client, PostgresMissing, ServerProcess,  # noqa: E402
+                           check_postgres, create_pg_database, drop_pg_database)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -71,3 +79,22 @@ def make_server(engine: str) -> Iterator[Callable[..., ServerProcess]]:
             _assert_clean(srv)
         finally:
             srv.cleanup()
+
+
+# A fresh database per test on each engine, migrated, for store-level tests.
+@pytest_twisted.async_yield_fixture(params=ENGINES)
+async def db(request: Any) -> AsyncIterator[Database]:
+    pg_name = None
+    if request.param == "sqlite":
+        path = os.path.join(tempfile.mkdtemp(prefix="hearth-db-"), "test.db")
+        database = Database(create_engine("sqlite3", {"database": path}), reactor)
+    else:
+        pg_name = create_pg_database()
+        database = Database(create_engine("psycopg2", {**PG, "database": pg_name, "cp_max": 4}),
+                            reactor)
+    database.start()
+    await prepare_database(database)
+    yield database
+    database.stop()
+    if pg_name:
+        drop_pg_database(pg_name)

@@ -12,7 +12,8 @@ delivers it with the rest of the room's account data. It never moves back either
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import logging
+from typing import Any, Awaitable, Callable, Iterable
 
 from homeserver.clock import Clock
 from homeserver.http.errors import MatrixError
@@ -22,6 +23,8 @@ from homeserver.rooms.visibility import Visibility
 from storage.account_data import AccountDataStore
 from storage.events import EventRow, EventStore
 from storage.receipts import Receipt, ReceiptStore
+
+logger = logging.getLogger(__name__)
 
 READ = "m.read"
 READ_PRIVATE = "m.read.private"
@@ -41,6 +44,9 @@ class ReceiptService:
         self.visibility = visibility
         self.notifier = notifier
         self.clock = clock
+        # Awaited with (user_id, room_id, receipt_type, thread_id, row) after an m.read or
+        # m.read.private receipt moved, before /sync is woken (push clears its counts here).
+        self.listeners: list[Callable[[str, str, str, str | None, EventRow], Awaitable[None]]] = []
 
     async def load(self) -> None:
         await self.store.load()
@@ -119,6 +125,11 @@ class ReceiptService:
                                             self.clock.time_msec())
         if stream_id is None:
             return
+        for listener in self.listeners:
+            try:
+                await listener(user_id, room_id, receipt_type, thread_id, row)
+            except Exception:
+                logger.exception("receipt listener failed")
         if receipt_type == READ:
             users = await self.events.get_interested_users(room_id)
             users.add(user_id)

@@ -21,6 +21,11 @@ from homeserver.sync.tokens import SyncToken
 from homeserver.ephemeral.presence import PresenceService
 from homeserver.ephemeral.receipts import ReceiptService
 from homeserver.ephemeral.typing import TypingService
+from homeserver.e2ee.device_lists import DeviceListTracker
+from homeserver.e2ee.keys import KeyService
+from homeserver.e2ee.to_device import ToDeviceService
+from homeserver.push.counts import NotificationCounts
+from homeserver.push.rule_service import PushRuleService
 from storage.account_data import AccountDataStore
 from storage.events import EventRow, EventStore
 from storage.state import StateMap
@@ -56,8 +61,18 @@ class SyncHandler:
                  serializer: ClientSerializer, notifier: Notifier,
                  account_data: AccountDataStore | None = None, typing: TypingService | None = None,
                  receipts: ReceiptService | None = None,
-                 presence: PresenceService | None = None) -> None:
+                 presence: PresenceService | None = None,
+                 to_device: ToDeviceService | None = None,
+                 device_lists: DeviceListTracker | None = None,
+                 keys: KeyService | None = None,
+                 push_counts: NotificationCounts | None = None,
+                 push_rules: PushRuleService | None = None) -> None:
         self.events = events
+        self.push_counts = push_counts
+        self.push_rules = push_rules
+        self.device_lists = device_lists
+        self.keys = keys
+        self.to_device = to_device
         self.account_data = account_data
         self.typing = typing
         self.receipts = receipts
@@ -151,10 +166,28 @@ class SyncHandler:
         if self.account_data is not None:
             await self._account_data(user_id, since, now, flt, joined, rooms, response)
         await self._ephemeral(user_id, since, now, flt, joined, rooms)
+        if self.to_device is not None:
+            await self._to_device(user_id, device_id, since, now, response)
+        if self.device_lists is not None and since is not None:
+            changed, left = await self.device_lists.device_list_changes(
+                user_id, since.device_lists, now.device_lists)
+            if changed or left:
+                response["device_lists"] = {"changed": sorted(changed), "left": sorted(left)}
+        if self.keys is not None:
+            response["device_one_time_keys_count"] = await self.keys.one_time_key_counts(
+                user_id, device_id)
+            response["device_unused_fallback_key_types"] = await self.keys.unused_fallback_key_types(
+                user_id, device_id)
         if self.presence is not None:
             changes = await self.presence.presence_changes(
                 user_id, None if since is None else since.presence, now.presence)
             response["presence"]["events"] = [e for e in changes if flt.presence.matches(e)]
+        if self.push_counts is not None and rooms["join"]:
+            await self._notification_counts(user_id, flt, rooms["join"])
+        if self.push_rules is not None and since is None and not any(
+                e["type"] == "m.push_rules" for e in response["account_data"]["events"]):
+            response["account_data"]["events"].append(
+                {"type": "m.push_rules", "content": await self.push_rules.account_data_content(user_id)})
         response["rooms"] = {k: v for k, v in rooms.items() if v}
         ctx = SyncContext(user_id, device_id, since, now, full_state, flt, joined, response)
         for ext in self.extensions:
@@ -205,6 +238,33 @@ class SyncHandler:
         if newly_joined or any(r.event.type == "m.room.member" for r in rows):
             room["summary"] = await self._summary(room_id, user_id)
         return room
+
+    async def _notification_counts(self, user_id: str, flt: SyncFilter,
+                                   joined: dict[str, dict[str, Any]]) -> None:
+        """unread_notifications (and per thread, when the filter asks) of the rooms returned."""
+        assert self.push_counts is not None
+        threaded = bool(flt.unread_thread_notifications)
+        room_ids = list(joined)
+        counts = await self.push_counts.room_counts(user_id, room_ids, threaded=threaded)
+        for room_id, c in counts.items():
+            joined[room_id]["unread_notifications"] = c
+        if threaded:
+            for room_id, threads in (await self.push_counts.thread_counts(user_id, room_ids)).items():
+                if threads:
+                    joined[room_id]["unread_thread_notifications"] = threads
+
+    async def _to_device(self, user_id: str, device_id: str, since: SyncToken | None,
+                         now: SyncToken, response: dict[str, Any]) -> None:
+        """Messages for this device, each delivered until a since token acknowledges it."""
+        assert self.to_device is not None
+        if since is not None:
+            await self.to_device.delete_acknowledged(user_id, device_id, since.to_device)
+        events, next_pos = await self.to_device.messages_for_device(
+            user_id, device_id, None if since is None else since.to_device, now.to_device)
+        response["to_device"] = {"events": events}
+        if next_pos != now.to_device:
+            # More are waiting: the next token stops where this batch ended.
+            response["next_batch"] = str(now.copy_with(to_device=next_pos))
 
     async def _ephemeral(self, user_id: str, since: SyncToken | None, now: SyncToken,
                          flt: SyncFilter, joined: list[str], rooms: dict[str, dict[str, Any]]) -> None:

@@ -26,6 +26,17 @@ def sync(c: Client, since: str | None = None, **params: Any) -> dict:
     return r.json()
 
 
+def sync_until(c: Client, since: str, predicate: Any, timeout_s: float = 10) -> dict:
+    """Long-poll until a response satisfies ``predicate`` (other streams, such as device-list
+    changes from a join, may legitimately wake the request first)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        resp = sync(c, since, timeout=int(max(0.1, deadline - time.monotonic()) * 1000))
+        if predicate(resp) or time.monotonic() > deadline:
+            return resp
+        since = resp["next_batch"]
+
+
 def timeline(resp: dict, room: str, section: str = "join") -> list[str]:
     events = resp.get("rooms", {}).get(section, {}).get(room, {}).get("timeline", {}).get("events", [])
     return [e["content"].get("body") for e in events if e["type"] == "m.room.message"]
@@ -143,20 +154,20 @@ def test_long_poll_wakes_on_message_and_invite(server: ServerProcess) -> None:
 
     later(lambda: send(a, room, "wake up"))
     t0 = time.monotonic()
-    r = sync(b, token, timeout=20000)
+    r = sync_until(b, token, lambda resp: timeline(resp, room))
     assert timeline(r, room) == ["wake up"]
     assert time.monotonic() - t0 < 5
     room2 = a.post("createRoom", {}).json()["room_id"]
     token = r["next_batch"]
     later(lambda: a.post(f"rooms/{room2}/invite", {"user_id": b.user_id}))
     t0 = time.monotonic()
-    r = sync(b, token, timeout=20000)
+    r = sync_until(b, token, lambda resp: room2 in resp.get("rooms", {}).get("invite", {}))
     assert room2 in r["rooms"]["invite"]
     assert time.monotonic() - t0 < 5
 
 
-def test_long_poll_times_out_empty(server: ServerProcess) -> None:
-    (a,) = server.users(1)
+def test_long_poll_times_out_empty(make_server) -> None:
+    (a,) = make_server().users(1)  # a server of its own: nothing else happens there
     token = sync(a)["next_batch"]
     t0 = time.monotonic()
     r = sync(a, token, timeout=700)
@@ -232,7 +243,7 @@ def test_account_data_and_tags_in_sync(server: ServerProcess) -> None:
     threading.Timer(0.5, lambda: a.put(f"user/{a.user_id}/account_data/org.example.settings",
                                        {"theme": "light"})).start()
     t0 = time.monotonic()
-    third = sync(a, token, timeout=20000)
+    third = sync_until(a, token, lambda resp: resp["account_data"]["events"])
     assert time.monotonic() - t0 < 5
     assert third["account_data"]["events"] == [{"type": "org.example.settings", "content": {"theme": "light"}}]
 
@@ -246,14 +257,17 @@ def test_typing_receipts_and_presence_in_sync(server: ServerProcess) -> None:
     threading.Timer(0.5, lambda: a.put(f"rooms/{room}/typing/{a.user_id}",
                                        {"typing": True, "timeout": 10000})).start()
     t0 = time.monotonic()
-    r = sync(b, token, timeout=20000)
+    r = sync_until(b, token, lambda resp: resp.get("rooms", {}).get("join", {}).get(room, {})
+                   .get("ephemeral", {}).get("events"))
     assert time.monotonic() - t0 < 5
     eph = r["rooms"]["join"][room]["ephemeral"]["events"]
     assert {"type": "m.typing", "content": {"user_ids": [a.user_id]}} in eph
     token = r["next_batch"]
     threading.Timer(0.5, lambda: a.post(f"rooms/{room}/receipt/m.read/{ev}", {})).start()
     t0 = time.monotonic()
-    r = sync(b, token, timeout=20000)
+    r = sync_until(b, token, lambda resp: any(
+        e["type"] == "m.receipt" for e in resp.get("rooms", {}).get("join", {}).get(room, {})
+        .get("ephemeral", {}).get("events", [])))
     assert time.monotonic() - t0 < 5
     receipts = [e for e in r["rooms"]["join"][room]["ephemeral"]["events"] if e["type"] == "m.receipt"]
     assert receipts and a.user_id in receipts[0]["content"][ev]["m.read"]
@@ -267,3 +281,70 @@ def test_typing_receipts_and_presence_in_sync(server: ServerProcess) -> None:
     r3 = sync(b, r2["next_batch"])
     mine = [e for e in r3["presence"]["events"] if e["sender"] == a.user_id]
     assert mine and mine[-1]["content"]["presence"] == "online"
+
+
+def test_to_device_exactly_once_and_wakes(server: ServerProcess) -> None:
+    a, b = server.users(2)
+    token = sync(b)["next_batch"]
+    threading.Timer(0.5, lambda: a.put("sendToDevice/m.test/t1", {
+        "messages": {b.user_id: {b.device_id: {"n": 1}}}})).start()
+    t0 = time.monotonic()
+    r1 = sync(b, token, timeout=20000)
+    assert time.monotonic() - t0 < 5
+    assert r1["to_device"]["events"] == [{"type": "m.test", "sender": a.user_id, "content": {"n": 1}}]
+    # Retrying the same sync (the response was lost) delivers it again; acknowledging does not.
+    again = sync(b, token)
+    assert again["to_device"]["events"] == r1["to_device"]["events"]
+    r2 = sync(b, r1["next_batch"])
+    assert r2.get("to_device", {}).get("events", []) == []
+    a.put("sendToDevice/m.test/t1", {"messages": {b.user_id: {b.device_id: {"n": 1}}}})  # same txn id
+    assert sync(b, r2["next_batch"]).get("to_device", {}).get("events", []) == []
+
+
+def test_device_lists_and_key_counts_in_sync(server: ServerProcess) -> None:
+    import olm
+    from canonicaljson import encode_canonical_json
+    a, b = server.users(2)
+    room = a.post("createRoom", {"preset": "public_chat"}).json()["room_id"]
+    b.post(f"join/{room}")
+    first = sync(b)
+    assert first["device_one_time_keys_count"]["signed_curve25519"] == 0
+    assert "device_unused_fallback_key_types" in first
+    # Sharing a room is itself a device-list change; let it pass before the key upload.
+    first = sync_until(b, first["next_batch"], lambda resp: "device_lists" in resp, timeout_s=3)
+    quiet = sync(b, first["next_batch"])
+    assert "device_lists" not in quiet
+    first = quiet
+    account = olm.Account()
+    keys = account.identity_keys
+    device_keys = {"user_id": a.user_id, "device_id": a.device_id,
+                   "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+                   "keys": {f"curve25519:{a.device_id}": keys["curve25519"],
+                            f"ed25519:{a.device_id}": keys["ed25519"]}}
+    device_keys["signatures"] = {a.user_id: {f"ed25519:{a.device_id}": account.sign(
+        encode_canonical_json(device_keys).decode())}}
+    token = first["next_batch"]
+    threading.Timer(0.5, lambda: a.post("keys/upload", {"device_keys": device_keys})).start()
+    t0 = time.monotonic()
+    r = sync(b, token, timeout=20000)
+    assert time.monotonic() - t0 < 5, "a device-list change must wake the long-poll"
+    assert a.user_id in r["device_lists"]["changed"]
+
+
+def test_notification_counts_and_push_rules_in_sync(server: ServerProcess) -> None:
+    a, b = server.users(2)
+    room = a.post("createRoom", {"preset": "public_chat"}).json()["room_id"]
+    b.post(f"join/{room}")
+    first = sync(b)
+    assert any(e["type"] == "m.push_rules" for e in first["account_data"]["events"])
+    ev = send(a, room, "ping")
+    a.put(f"rooms/{room}/send/m.room.message/mention", {
+        "msgtype": "m.text", "body": "hey you", "m.mentions": {"user_ids": [b.user_id]}})
+    r = sync_until(b, first["next_batch"],
+                   lambda resp: resp.get("rooms", {}).get("join", {}).get(room, {})
+                   .get("unread_notifications", {}).get("highlight_count"))
+    counts = r["rooms"]["join"][room]["unread_notifications"]
+    assert counts == {"notification_count": 2, "highlight_count": 1}
+    b.post(f"rooms/{room}/receipt/m.read/{ev}", {})
+    r2 = sync_until(b, r["next_batch"], lambda resp: room in resp.get("rooms", {}).get("join", {}))
+    assert r2["rooms"]["join"][room]["unread_notifications"]["notification_count"] == 1

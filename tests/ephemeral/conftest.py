@@ -11,7 +11,6 @@ from twisted.internet import task
 
 from homeserver.clock import Clock
 from homeserver.notifier import Notifier
-from tests.storage.conftest import db  # noqa: F401  (both engines, fresh per test)
 
 START_S = 1_700_000_000.0
 

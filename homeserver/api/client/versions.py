@@ -28,7 +28,8 @@ class VersionsApi:
 
     async def versions(self, req: HttpRequest) -> tuple[int, Any]:
         return 200, {"versions": SUPPORTED_VERSIONS,
-                     "unstable_features": {"org.matrix.msc2432": True}}
+                     "unstable_features": {"org.matrix.msc2432": True,
+                                           "org.matrix.simplified_msc3575": True}}
 
     async def well_known_client(self, req: HttpRequest) -> tuple[int, Any]:
         if not self.config.serve_client_wellknown:

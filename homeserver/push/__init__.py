@@ -1,0 +1,1 @@
+"""Push: rules, their evaluation for each new event, notification counts, pushers."""

@@ -1,0 +1,1 @@
+"""Server-side search (POST /search) and the user directory (POST /user_directory/search)."""

@@ -1,0 +1,171 @@
+"""The per-event pipeline on both engines: who is evaluated (local members joined at the event,
+not the sender, plus a local invitee), room facts per state group, the sender's own event
+counting as read, listeners, and waiting for evaluations in flight."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Iterable
+
+import pytest_twisted
+from twisted.internet import defer
+
+from crypto.room_versions import get_room_version
+from homeserver.push.processor import PushProcessor
+from homeserver.push.rule_service import PushRuleService
+from homeserver.rooms.events import Event
+from storage.database import Database
+from storage.events import EventRow, PersistedEvent
+from storage.notifications import NotificationStore
+from storage.push_rules import UserRules
+from tests.ephemeral.conftest import FakeClock
+
+ROOM = "!r:hs"
+RV = get_room_version("10")
+_ids = itertools.count(1)
+
+
+def event(etype: str, sender: str, content: dict[str, Any], state_key: str | None = None) -> Event:
+    pdu: dict[str, Any] = {"type": etype, "sender": sender, "content": content, "room_id": ROOM,
+                           "depth": 1, "origin_server_ts": 0, "prev_events": [], "auth_events": []}
+    if state_key is not None:
+        pdu["state_key"] = state_key
+    return Event(f"$e{next(_ids)}", RV, pdu)
+
+
+def member(user: str, membership: str = "join", name: str | None = None) -> Event:
+    content: dict[str, Any] = {"membership": membership}
+    if name:
+        content["displayname"] = name
+    return event("m.room.member", user, content, user)
+
+
+class FakeEvents:
+    def __init__(self) -> None:
+        self.groups: dict[int, dict[tuple[str, str], str]] = {}
+        self.events: dict[str, Event] = {}
+        self.group_reads = 0
+
+    def add_group(self, group: int, state: Iterable[Event]) -> None:
+        self.groups[group] = {}
+        for ev in state:
+            self.events[ev.event_id] = ev
+            self.groups[group][ev.key] = ev.event_id
+
+    async def get_state_group(self, group: int) -> dict[tuple[str, str], str]:
+        self.group_reads += 1
+        return dict(self.groups[group])
+
+    async def get_events(self, ids: Iterable[str]) -> dict[str, Event]:
+        return {i: self.events[i] for i in ids if i in self.events}
+
+
+class DefaultsOnly:
+    async def get_rules(self, user_ids: Iterable[str]) -> dict[str, UserRules]:
+        return {u: UserRules() for u in user_ids}
+
+
+async def main_thread(row: EventRow) -> str:
+    rel = row.event.content.get("m.relates_to")
+    if isinstance(rel, dict) and rel.get("rel_type") == "m.thread":
+        return rel["event_id"]
+    return "main"
+
+
+def setup(db: Database) -> tuple[PushProcessor, FakeEvents, NotificationStore]:
+    events = FakeEvents()
+    store = NotificationStore(db)
+    rules = PushRuleService(DefaultsOnly(), None, None)  # type: ignore[arg-type]
+    proc = PushProcessor(events, rules, store, main_thread, FakeClock(), "hs")  # type: ignore[arg-type]
+    return proc, events, store
+
+
+STATE = [member("@a:hs", name="Alice"), member("@b:hs"), member("@c:hs"),
+         member("@remote:elsewhere"), member("@gone:hs", "leave"), member("@inv:hs", "invite")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_who_is_evaluated(db: Database) -> None:
+    proc, events, store = setup(db)
+    events.add_group(1, STATE)
+    told: list[list[str]] = []
+    proc.listeners.append(told.append)
+    msg = event("m.room.message", "@a:hs", {"msgtype": "m.text", "body": "hi"})
+    matched = await proc.process(PersistedEvent(msg, 10, 1, 1))
+    assert sorted(matched) == ["@b:hs", "@c:hs"]   # not the sender, remote, left or invited
+    assert told == [["@b:hs", "@c:hs"]]
+    assert await store.unread_counts("@b:hs", [ROOM]) == {(ROOM, "main"): (1, 0)}
+    assert await store.unread_counts("@inv:hs", [ROOM]) == {}
+    # An invite is evaluated for its local target too.
+    invite = member("@new:hs", "invite")
+    invite = Event(invite.event_id, RV, {**invite.pdu, "sender": "@a:hs"})
+    matched = await proc.process(PersistedEvent(invite, 11, 1, 2))
+    assert matched["@new:hs"].rule_id == ".m.rule.invite_for_me"
+    assert matched["@b:hs"].rule_id == ".m.rule.member_event"
+    # Outliers are not evaluated.
+    assert await proc.process(PersistedEvent(msg, 12, None, None)) == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_room_facts_follow_state_events(db: Database) -> None:
+    proc, events, store = setup(db)
+    events.add_group(1, STATE)
+    await proc.process(PersistedEvent(event("m.room.message", "@a:hs", {"body": "x",
+                                                                        "msgtype": "m.text"}), 10, 1, 1))
+    assert events.group_reads == 1
+    # c leaves (state group 2 derives from group 1 plus the event, without reading it) ...
+    await proc.process(PersistedEvent(member("@c:hs", "leave"), 11, 1, 2))
+    matched = await proc.process(PersistedEvent(
+        event("m.room.message", "@a:hs", {"msgtype": "m.text", "body": "y"}), 12, 2, 2))
+    assert sorted(matched) == ["@b:hs"]
+    assert matched["@b:hs"].rule_id == ".m.rule.message"  # the remote member still counts
+    await proc.process(PersistedEvent(member("@remote:elsewhere", "leave"), 13, 2, 3))
+    matched = await proc.process(PersistedEvent(
+        event("m.room.message", "@a:hs", {"msgtype": "m.text", "body": "z"}), 14, 3, 3))
+    # ... and now the room has two members: a one-to-one room.
+    assert matched["@b:hs"].rule_id == ".m.rule.room_one_to_one"
+    assert events.group_reads == 1
+    facts = await proc.facts_at(1)
+    assert facts.joined["@a:hs"] == "Alice" and facts.history_visibility == "shared"
+
+
+@pytest_twisted.ensureDeferred
+async def test_own_event_marks_read_and_waiting(db: Database) -> None:
+    proc, events, store = setup(db)
+    events.add_group(1, STATE)
+    root = event("m.room.message", "@a:hs", {"msgtype": "m.text", "body": "root"})
+    await proc.process(PersistedEvent(root, 10, 1, 1))
+    threaded = event("m.room.message", "@a:hs", {"msgtype": "m.text", "body": "t", "m.relates_to": {
+        "rel_type": "m.thread", "event_id": root.event_id}})
+    await proc.process(PersistedEvent(threaded, 11, 1, 1))
+    assert await store.unread_counts("@b:hs", [ROOM]) == {(ROOM, "main"): (1, 0),
+                                                         (ROOM, root.event_id): (1, 0)}
+    reply = event("m.room.message", "@b:hs", {"msgtype": "m.text", "body": "reply"})
+    await proc.process(PersistedEvent(reply, 12, 1, 1))
+    # b's reply in the main timeline reads the main timeline, not the thread.
+    assert await store.unread_counts("@b:hs", [ROOM]) == {(ROOM, root.event_id): (1, 0)}
+
+    # on_event works in the background; wait_pending returns once it is done.
+    later = event("m.room.message", "@a:hs", {"msgtype": "m.text", "body": "later"})
+    proc.on_event(PersistedEvent(later, 13, 1, 1))
+    await proc.wait_pending()
+    assert (await store.unread_counts("@c:hs", [ROOM]))[(ROOM, "main")] == (3, 0)
+    await proc.wait_pending()  # nothing pending: returns at once
+
+
+@pytest_twisted.ensureDeferred
+async def test_wait_pending_gives_up_after_its_limit(db: Database) -> None:
+    proc, events, store = setup(db)
+    stuck: defer.Deferred = defer.Deferred()
+    proc._pending[ROOM] = {stuck}
+    clock = proc.clock
+    # Other rooms' evaluations are not waited for.
+    await proc.wait_pending(["!other:hs"])
+    d = defer.ensureDeferred(proc.wait_pending([ROOM], timeout_s=5))
+    assert not d.called
+    clock.advance(5)  # type: ignore[attr-defined]
+    assert d.called
+    d2 = defer.ensureDeferred(proc.wait_pending())
+    assert not d2.called
+    stuck.callback(None)
+    assert d2.called
