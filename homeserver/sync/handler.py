@@ -217,7 +217,7 @@ class SyncHandler:
         else:
             state_ids = {}
         in_timeline = {r.event.event_id for r in timeline_rows}
-        state_ids = self._lazy_members(state_ids, timeline_rows, user_id, flt, newly_joined)
+        state_ids = self._lazy_members(state_ids, timeline_rows, user_id, flt, state_at_start)
         state_rows = await self.events.get_rows(i for i in state_ids.values() if i not in in_timeline)
         state_list = [state_rows[i] for i in state_ids.values() if i in state_rows]
         room: dict[str, Any] = {
@@ -307,14 +307,22 @@ class SyncHandler:
             room = rooms["join"].setdefault(room_id, _empty_joined_room())
             room["account_data"]["events"] = events
 
-    def _lazy_members(self, state_ids: StateMap, timeline: list[EventRow], user_id: str, flt: SyncFilter,
-                      full: bool) -> StateMap:
-        """With lazy_load_members, only the member events of the timeline's senders (and the
-        user's own); everything else in the state is kept."""
+    def _lazy_members(self, state_ids: StateMap, timeline: list[EventRow], user_id: str,
+                      flt: SyncFilter, state_at_start: StateMap) -> StateMap:
+        """With lazy_load_members: of the member events, only those of the timeline's senders
+        (and the user's own), taken from the state at the timeline's start even when the rest of
+        the state is unchanged, so the client always knows who sent what. Members already sent
+        earlier may be sent again (what include_redundant_members asks for; without a record of
+        what each device has, the server always does so)."""
         if not flt.state.lazy_load_members:
             return state_ids
         wanted = {r.event.sender for r in timeline} | {user_id}
-        return {k: v for k, v in state_ids.items() if k[0] != "m.room.member" or k[1] in wanted}
+        out = {k: v for k, v in state_ids.items() if k[0] != "m.room.member" or k[1] in wanted}
+        for sender in wanted:
+            key = ("m.room.member", sender)
+            if key in state_at_start:
+                out[key] = state_at_start[key]
+        return out
 
     async def _summary(self, room_id: str, user_id: str) -> dict[str, Any]:
         joined = await self.events.get_members(room_id, ("join",))

@@ -26,12 +26,12 @@ def sync(c: Client, since: str | None = None, **params: Any) -> dict:
     return r.json()
 
 
-def sync_until(c: Client, since: str, predicate: Any, timeout_s: float = 10) -> dict:
+def sync_until(c: Client, since: str, predicate: Any, timeout_s: float = 10, **params: Any) -> dict:
     """Long-poll until a response satisfies ``predicate`` (other streams, such as device-list
     changes from a join, may legitimately wake the request first)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        resp = sync(c, since, timeout=int(max(0.1, deadline - time.monotonic()) * 1000))
+        resp = sync(c, since, timeout=int(max(0.1, deadline - time.monotonic()) * 1000), **params)
         if predicate(resp) or time.monotonic() > deadline:
             return resp
         since = resp["next_batch"]
@@ -348,3 +348,19 @@ def test_notification_counts_and_push_rules_in_sync(server: ServerProcess) -> No
     b.post(f"rooms/{room}/receipt/m.read/{ev}", {})
     r2 = sync_until(b, r["next_batch"], lambda resp: room in resp.get("rooms", {}).get("join", {}))
     assert r2["rooms"]["join"][room]["unread_notifications"]["notification_count"] == 1
+
+
+def test_lazy_members_for_new_senders_in_incremental_sync(server: ServerProcess) -> None:
+    a, b, c = server.users(3)
+    room = a.post("createRoom", {"preset": "public_chat"}).json()["room_id"]
+    b.post(f"join/{room}")
+    c.post(f"join/{room}")
+    send(b, room, "b speaks")
+    lazy = '{"room": {"state": {"lazy_load_members": true}}}'
+    first = sync(a, filter=lazy)
+    send(c, room, "c speaks for the first time")
+    second = sync_until(a, first["next_batch"], lambda resp: timeline(resp, room), timeout_s=5,
+                        filter=lazy)
+    members = {e["state_key"] for e in second["rooms"]["join"][room]["state"]["events"]
+               if e["type"] == "m.room.member"}
+    assert c.user_id in members
