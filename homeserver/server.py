@@ -21,6 +21,7 @@ from homeserver.accounts.profiles import ProfileService
 from homeserver.accounts.registration import RegistrationService
 from homeserver.accounts.sessions import SessionService
 from homeserver.accounts.uia import SESSION_LIFETIME_MS, UserInteractiveAuth
+from homeserver.api.admin.media import AdminMediaApi
 from homeserver.api.admin.registration_tokens import AdminRegistrationTokensApi
 from homeserver.api.admin.users import AdminUsersApi
 from homeserver.api.client.account import AccountApi
@@ -30,6 +31,7 @@ from homeserver.api.client.directory import DirectoryApi
 from homeserver.api.client.filters import FiltersApi
 from homeserver.api.client.keys import KeysApi
 from homeserver.api.client.login import LoginApi
+from homeserver.api.client.media import MediaApi
 from homeserver.api.client.membership import MembershipApi
 from homeserver.api.client.presence import PresenceApi
 from homeserver.api.client.notifications import NotificationsApi
@@ -64,6 +66,10 @@ from homeserver.http.ratelimit import RateLimiter
 from homeserver.http.router import AUTH_NONE, Router
 from homeserver.http.site import MatrixResource, make_site
 from homeserver.jobs.scheduler import Scheduler
+from homeserver.media.fetch import IpBlacklist, SafeFetcher
+from homeserver.media.files import ContentFiles
+from homeserver.media.preview import UrlPreviewer
+from homeserver.media.repository import MediaRepository
 from homeserver.notifier import Notifier
 from homeserver.push.counts import NotificationCounts
 from homeserver.push.processor import PushProcessor
@@ -91,6 +97,7 @@ from storage.directory import DirectoryStore
 from storage.e2ee_keys import E2eKeyStore
 from storage.events import EventStore, PersistedEvent
 from storage.filters import FilterStore
+from storage.media import MediaStore
 from storage.engines import create_engine
 from storage.migrations import prepare_database
 from storage.presence import PresenceStore
@@ -163,7 +170,10 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     registration = RegistrationService(accounts, profiles_store, clock, config.server_name,
                                        config.bcrypt_rounds, config.password_policy)
     uia = UserInteractiveAuth(uia_store, accounts, token_store, clock, config.server_name)
-    deactivation = DeactivationService(accounts, profiles_store, sessions, ips, clock)
+    media = MediaRepository(MediaStore(db), ContentFiles(config.media_store_path), clock,
+                            config.server_name, config.media, config.max_upload_size)
+    deactivation = DeactivationService(accounts, profiles_store, sessions, ips, clock,
+                                       erase_media=media.delete_user_media)
     profiles = ProfileService(profiles_store, accounts, config.server_name)
 
     events = EventStore(db)
@@ -197,6 +207,7 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
             lambda f: logger.error("waking /sync for %s failed: %s", persisted.event.event_id, f))
     creator.listeners.append(wake_for_event)
     rooms = RoomService(events, creator, profiles_store, directory, config.server_name)
+    profiles.listeners.append(rooms.profile_changed)
     visibility = Visibility(events)
     serializer = ClientSerializer(events, clock.time_msec)
     search_store = SearchStore(db)
@@ -240,7 +251,8 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     notification_store = NotificationStore(db)
     push = PushProcessor(events, push_rules, notification_store, receipts.thread_of, clock,
                          config.server_name)
-    creator.listeners.append(push.on_event)
+    if config.push_enabled:  # `push: {enabled: false}`: no rule evaluation, no notifications
+        creator.listeners.append(push.on_event)
     push_counts = NotificationCounts(notification_store, push.wait_pending)
     receipts.listeners.append(push_counts.on_receipt)
     pushers = PusherService(PusherStore(db), notification_store, events, push, clock,
@@ -280,6 +292,12 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     SlidingSyncApi(sliding_sync, set_presence=presence.set_state).register(router)
     AdminUsersApi(config, registration, sessions, accounts, ip_store, ips, clock).register(router)
     AdminRegistrationTokensApi(token_store, clock).register(router)
+    mc = config.media
+    previewer = UrlPreviewer(media, SafeFetcher(clock.reactor, IpBlacklist(mc.url_preview_ip_range_blacklist),
+                                                mc.max_spider_size, mc.url_preview_timeout_ms / 1000),
+                             clock, mc.max_image_pixels) if mc.url_preview_enabled else None
+    MediaApi(media, config.max_upload_size, previewer).register(router)
+    AdminMediaApi(media).register(router)
 
     ip_limiter = RateLimiter(config.rc_client_ip)
     router.add("GET", "/health", _health, auth=AUTH_NONE, ip_ratelimit=False)
@@ -299,6 +317,8 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     scheduler.every("purge to-device txn ids", 3600.0, to_device.purge_old_txns)
     scheduler.every("expire sliding sync connections", 3600.0, sliding_sync.expire_idle_connections)
     scheduler.at_shutdown("flush client IPs", ips.flush)
+    scheduler.every("purge expired media", media.purge_interval_s(), media.purge_expired, now=True)
+    scheduler.at_shutdown("finish thumbnails", media.wait_background)
     scheduler.every("prune read push notifications", 3600.0,
                     lambda: notification_store.delete_read_before(clock.time_msec() - 30 * 86400_000))
     scheduler.at_shutdown("stop pushers", pushers.stop)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from homeserver.http.errors import MatrixError
 from storage.accounts import AccountStore
@@ -20,6 +20,9 @@ class ProfileService:
         self.store = store
         self.accounts = accounts
         self.server_name = server_name
+        # Told (user_id, field, new value or None) after a displayname or avatar_url change, so
+        # the rooms layer can send the new m.room.member events the spec asks for.
+        self.listeners: list[Callable[[str, str, Any], Awaitable[None]]] = []
 
     async def _require_local_user(self, user_id: str) -> None:
         if not user_id.endswith(":" + self.server_name):
@@ -72,3 +75,6 @@ class ProfileService:
         if field in ("displayname", "avatar_url") and value == "":
             value = None
         await self.store.set_field(user_id, field, value)
+        if field in ("displayname", "avatar_url"):
+            for listener in self.listeners:
+                await listener(user_id, field, value)

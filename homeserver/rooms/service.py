@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from typing import Any, Mapping
 
@@ -14,6 +15,8 @@ from homeserver.rooms.power_levels import get_named_level, get_power_level
 from storage.directory import DirectoryStore
 from storage.events import EventStore, PersistedEvent
 from storage.profiles import ProfileStore
+
+logger = logging.getLogger(__name__)
 
 PRESETS = ("private_chat", "public_chat", "trusted_private_chat")
 
@@ -260,6 +263,26 @@ class RoomService:
                     member, state.get(key_pl), state.get(("m.room.create", ""))) >= invite_level:
                 return member
         raise MatrixError(403, "M_FORBIDDEN", "No member of this server can admit you to the room")
+
+    async def profile_changed(self, user_id: str, field: str, value: Any) -> None:
+        """Spec "Events on change of profile information": a new join event with the new
+        display name or avatar in every room the user is joined to."""
+        for room_id in await self.store.get_rooms_for_user(user_id):
+            key = ("m.room.member", user_id)
+            member = (await self.current_state_events(room_id, [key])).get(key)
+            if member is None or member.membership != "join":
+                continue
+            content = dict(member.content)
+            if content.get(field) == value:
+                continue
+            if value is None:
+                content.pop(field, None)
+            else:
+                content[field] = value
+            try:
+                await self.send(room_id, user_id, "m.room.member", content, state_key=user_id)
+            except MatrixError as e:
+                logger.info("profile change not sent to %s: %s", room_id, e.message)
 
     async def update_membership(self, room_id: str, sender: str, target: str, membership: str,
                                 reason: str | None = None, extra: Mapping[str, Any] | None = None,

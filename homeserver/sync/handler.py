@@ -113,6 +113,8 @@ class SyncHandler:
         flt = flt or DEFAULT_FILTER
         memberships = await self.store.current_memberships(user_id)
         by_room = {m.room_id: m for m in memberships if flt.room_allowed(m.room_id)}
+        # Timelines start afresh only on an initial sync (or a room newly joined); full_state
+        # asks for every joined room's whole state but keeps timelines incremental.
         initial = since is None or full_state
         response: dict[str, Any] = {"next_batch": str(now), "rooms": {}, "account_data": {"events": []},
                                     "presence": {"events": []}}
@@ -130,16 +132,17 @@ class SyncHandler:
             active = await self.store.rooms_with_events(joined, since_events, now.events)
             active |= {r for r in changed_rooms if by_room[r].membership == "join"}
 
-        timeline_requests = []
-        for room_id in sorted(active):
-            newly_joined = initial or (room_id in changed_rooms)
-            after = None if newly_joined else since_events
-            timeline_requests.append((room_id, after, now.events, flt.timeline.limit))
-        timelines = await self.store.timelines(timeline_requests) if timeline_requests else {}
+        limit = flt.timeline.limit
+        afters = {room_id: None if since is None or room_id in changed_rooms else since_events
+                  for room_id in sorted(active)}
+        timelines = await self.store.timelines(
+            [(r, after, now.events, limit) for r, after in afters.items()]) if afters else {}
         for room_id, (rows, limited) in timelines.items():
-            newly_joined = initial or room_id in changed_rooms
+            shown, limited, hidden = await self._fill_timeline(
+                user_id, room_id, rows, limited, afters[room_id], limit, flt)
             rooms["join"][room_id] = await self._joined_room(
-                user_id, room_id, rows, limited, newly_joined, since_events, now, flt)
+                user_id, room_id, shown, limited, initial or room_id in changed_rooms,
+                since_events, now, flt, state_gap=limited or hidden)
 
         for m in by_room.values():
             if m.stream_ordering > now.events:
@@ -194,11 +197,37 @@ class SyncHandler:
             await ext(ctx)
         return response
 
-    async def _joined_room(self, user_id: str, room_id: str, rows: list[EventRow], limited: bool,
-                           newly_joined: bool, since_events: int, now: SyncToken,
-                           flt: SyncFilter) -> dict[str, Any]:
+    async def _shown(self, user_id: str, room_id: str, rows: list[EventRow], flt: SyncFilter
+                     ) -> list[EventRow]:
         visible = await self.visibility.filter_for_user(user_id, rows)
-        timeline_rows = [r for r in visible if flt.timeline.matches(r.event, room_id)]
+        return [r for r in visible if flt.timeline.matches(r.event, room_id)]
+
+    async def _fill_timeline(self, user_id: str, room_id: str, rows: list[EventRow], limited: bool,
+                             after: int | None, limit: int, flt: SyncFilter
+                             ) -> tuple[list[EventRow], bool, bool]:
+        """The newest ``limit`` events the user may see and the filter lets through, reading
+        further back while hidden events leave the page short. Returns (events, limited,
+        whether events in the range were hidden)."""
+        shown = await self._shown(user_id, room_id, rows, flt)
+        hidden = len(shown) < len(rows)
+        pages = 0
+        while limited and len(shown) < limit and rows and pages < 20:
+            pages += 1
+            older = await self.store.timelines([(room_id, after, rows[0].stream_ordering - 1, limit)])
+            rows, limited = older[room_id]
+            page = await self._shown(user_id, room_id, rows, flt)
+            hidden = hidden or len(page) < len(rows)
+            shown = page + shown
+        if len(shown) > limit:
+            shown, limited = shown[-limit:], True
+        return shown, limited, hidden
+
+    async def _joined_room(self, user_id: str, room_id: str, timeline_rows: list[EventRow],
+                           limited: bool, newly_joined: bool, since_events: int, now: SyncToken,
+                           flt: SyncFilter, *, state_gap: bool) -> dict[str, Any]:
+        """``state_gap``: events between ``since`` and the timeline are missing from it (a
+        limited timeline, or events the filter hid), so their state changes go in "state"."""
+        rows = timeline_rows
         # The state is the state before the first event the client is shown (events the
         # filter hides are not in the timeline, so their state effects belong in "state").
         first = timeline_rows[0] if timeline_rows else None
@@ -210,7 +239,7 @@ class SyncHandler:
             state_at_start = await self.events.get_state_group(group) if group is not None else {}
         if newly_joined:
             state_ids = state_at_start
-        elif limited:
+        elif state_gap:
             group = await self.store.state_group_at(room_id, since_events)
             before = await self.events.get_state_group(group) if group is not None else {}
             state_ids = {k: v for k, v in state_at_start.items() if before.get(k) != v}
@@ -233,8 +262,6 @@ class SyncHandler:
         }
         if first is not None:
             room["timeline"]["prev_batch"] = position_token(first.event.depth, first.stream_ordering)
-        elif rows:
-            room["timeline"]["prev_batch"] = position_token(rows[-1].event.depth, rows[-1].stream_ordering + 1)
         if newly_joined or any(r.event.type == "m.room.member" for r in rows):
             room["summary"] = await self._summary(room_id, user_id)
         return room

@@ -297,3 +297,16 @@ def test_restricted_join_through_an_allowed_room(server: ServerProcess, version:
     member = a.get(f"rooms/{room}/state/m.room.member/{b.user_id}").json()
     assert member["membership"] == "join"
     assert member["join_authorised_via_users_server"] == a.user_id
+
+
+def test_profile_changes_reach_joined_rooms(server: ServerProcess) -> None:
+    a, b = server.users(2)
+    rooms = [create(a, preset="public_chat") for _ in range(2)]
+    for room in rooms:
+        b.post(f"join/{room}")
+    a.put(f"profile/{a.user_id}/displayname", {"displayname": "Alice Renamed"})
+    a.put(f"profile/{a.user_id}/avatar_url", {"avatar_url": "mxc://test.local/new"})
+    for room in rooms:
+        member = b.get(f"rooms/{room}/state/m.room.member/{a.user_id}").json()
+        assert member["displayname"] == "Alice Renamed" and member["avatar_url"] == "mxc://test.local/new"
+        assert member["membership"] == "join"
