@@ -8,6 +8,7 @@ value of the wrong type or range.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import os
 import re
@@ -124,7 +125,107 @@ def _opt_duration(value: Any) -> int | None:
     return None if value is None else parse_duration_ms(value)
 
 
+def _ip_ranges(value: Any) -> tuple[str, ...]:
+    """A list of CIDR ranges ('10.0.0.0/8', 'fe80::/10'); a bare address is a /32 or /128."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of IP ranges such as '10.0.0.0/8'")
+    out = []
+    for v in value:
+        try:
+            out.append(str(ipaddress.ip_network(v.strip(), strict=False)))
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IP range such as '10.0.0.0/8'") from None
+    return tuple(out)
+
+
+def _items(value: Any, keys: set[str], what: str) -> list[dict]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ValueError(f"expected a list of mappings with {what}")
+    for i, item in enumerate(value):
+        for k in item:
+            if k not in keys:
+                raise ValueError(f"item {i}: unknown key {k!r}; expected {what}")
+    return value
+
+
+def _thumbnail_sizes(value: Any) -> tuple["ThumbnailSize", ...]:
+    out = []
+    for i, item in enumerate(_items(value, {"width", "height", "method"}, "width, height, method")):
+        try:
+            width, height = _int(1, 10_000)(item.get("width")), _int(1, 10_000)(item.get("height"))
+        except ValueError as e:
+            raise ValueError(f"item {i}: width and height: {e}") from None
+        method = item.get("method", "scale")
+        if method not in ("crop", "scale"):
+            raise ValueError(f"item {i}: method must be 'crop' or 'scale'")
+        out.append(ThumbnailSize(width, height, method))
+    if not out:
+        raise ValueError("expected at least one thumbnail size")
+    return tuple(out)
+
+
+def _upload_limits(value: Any) -> tuple["UploadLimit", ...]:
+    out = []
+    for i, item in enumerate(_items(value, {"time_period", "max_size"}, "time_period, max_size")):
+        try:
+            period, size = parse_duration_ms(item.get("time_period")), parse_size(item.get("max_size"))
+        except ValueError as e:
+            raise ValueError(f"item {i}: {e}") from None
+        if period <= 0:
+            raise ValueError(f"item {i}: time_period must be positive")
+        out.append(UploadLimit(period, size))
+    return tuple(out)
+
+
 # --- typed sections ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ThumbnailSize:
+    width: int
+    height: int
+    method: str  # "crop" or "scale"
+
+
+@dataclass(frozen=True)
+class UploadLimit:
+    """At most ``max_size`` bytes uploaded per user in any ``time_period_ms`` (Synapse's)."""
+    time_period_ms: int
+    max_size: int
+
+
+# Synapse's default sizes, so clients that know them get exact fits.
+DEFAULT_THUMBNAIL_SIZES = (ThumbnailSize(32, 32, "crop"), ThumbnailSize(96, 96, "crop"),
+                           ThumbnailSize(320, 240, "scale"), ThumbnailSize(640, 480, "scale"),
+                           ThumbnailSize(800, 600, "scale"))
+
+# Special-use ranges (IANA registries) a URL preview must never reach: loopback, private,
+# link-local, shared, documentation, multicast, reserved, and IPv6 transition ranges that
+# can embed them.
+DEFAULT_PREVIEW_IP_BLACKLIST = (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+    "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
+    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+    "::/128", "::1/128", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001::/23",
+    "2001:db8::/32", "2002::/16", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
+)
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    """The media repository's keys, besides max_upload_size and media_store_path."""
+    enable_authenticated_media: bool = True
+    max_image_pixels: int = 32 * 1024 * 1024
+    thumbnail_sizes: tuple[ThumbnailSize, ...] = DEFAULT_THUMBNAIL_SIZES
+    max_pending_media_uploads: int = 5
+    unused_expiration_time_ms: int = 86_400_000
+    upload_limits: tuple[UploadLimit, ...] = ()
+    local_media_lifetime_ms: int | None = None
+    remote_media_lifetime_ms: int | None = None
+    url_preview_enabled: bool = False
+    url_preview_ip_range_blacklist: tuple[str, ...] = DEFAULT_PREVIEW_IP_BLACKLIST
+    max_spider_size: int = 10 * 1024 * 1024
+    url_preview_timeout_ms: int = 10_000
+
 
 @dataclass(frozen=True)
 class ListenerConfig:
@@ -193,6 +294,8 @@ class Config:
     log_config: str | None
     pid_file: str | None
     presence_enabled: bool = True
+    push_enabled: bool = True
+    media: MediaConfig = field(default_factory=MediaConfig)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -237,6 +340,18 @@ _TOP_LEVEL: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "pid_file": (lambda v: None if v is None else _path(v), None),
     "report_stats": (_bool, False),
     "presence": (_mapping, {}),
+    "push": (_mapping, {}),
+    "enable_authenticated_media": (_bool, True),
+    "max_image_pixels": (parse_size, "32M"),
+    "thumbnail_sizes": (_thumbnail_sizes, None),
+    "max_pending_media_uploads": (_int(1, 10_000), 5),
+    "unused_expiration_time": (parse_duration_ms, "24h"),
+    "media_upload_limits": (_upload_limits, []),
+    "media_retention": (_mapping, {}),
+    "url_preview_enabled": (_bool, False),
+    "url_preview_ip_range_blacklist": (_ip_ranges, None),
+    "max_spider_size": (parse_size, "10M"),
+    "url_preview_timeout": (parse_duration_ms, "10s"),
 }
 
 _RATE_DEFAULTS = {
@@ -410,6 +525,38 @@ class _Reader:
         return enabled, PasswordPolicy(**parsed)
 
 
+def _media_config(r: _Reader, values: dict[str, Any]) -> MediaConfig:
+    retention = values["media_retention"]
+    lifetimes: dict[str, int | None] = {}
+    for k in retention:
+        if k not in ("local_media_lifetime", "remote_media_lifetime"):
+            raise r.unknown(f"media_retention.{k}", {"local_media_lifetime", "remote_media_lifetime"})
+    for k in ("local_media_lifetime", "remote_media_lifetime"):
+        lifetimes[k] = r.parse(f"media_retention.{k}", _opt_duration, retention.get(k))
+        if lifetimes[k] == 0:
+            raise r.fail(f"media_retention.{k}", "must be positive (leave it out to keep media)")
+    if values["unused_expiration_time"] <= 0:
+        raise r.fail("unused_expiration_time", "must be positive")
+    if values["url_preview_timeout"] <= 0:
+        raise r.fail("url_preview_timeout", "must be positive")
+    blacklist = values["url_preview_ip_range_blacklist"]
+    return MediaConfig(
+        enable_authenticated_media=values["enable_authenticated_media"],
+        max_image_pixels=values["max_image_pixels"],
+        thumbnail_sizes=values["thumbnail_sizes"] or DEFAULT_THUMBNAIL_SIZES,
+        max_pending_media_uploads=values["max_pending_media_uploads"],
+        unused_expiration_time_ms=values["unused_expiration_time"],
+        upload_limits=values["media_upload_limits"],
+        local_media_lifetime_ms=lifetimes["local_media_lifetime"],
+        remote_media_lifetime_ms=lifetimes["remote_media_lifetime"],
+        url_preview_enabled=values["url_preview_enabled"],
+        url_preview_ip_range_blacklist=(DEFAULT_PREVIEW_IP_BLACKLIST if blacklist is None
+                                        else blacklist),
+        max_spider_size=values["max_spider_size"],
+        url_preview_timeout_ms=values["url_preview_timeout"],
+    )
+
+
 def parse_config(raw: Any, path: str) -> Config:
     """Validate a loaded YAML document and build the typed Config."""
     r = _Reader(path)
@@ -454,6 +601,11 @@ def parse_config(raw: Any, path: str) -> Config:
         if k != "enabled":
             raise r.unknown(f"presence.{k}", {"enabled"})
     presence_enabled = r.parse("presence.enabled", _bool, values["presence"].get("enabled", True))
+    for k in values["push"]:
+        if k != "enabled":
+            raise r.unknown(f"push.{k}", {"enabled"})
+    push_enabled = r.parse("push.enabled", _bool, values["push"].get("enabled", True))
+    media = _media_config(r, values)
     if (values["enable_registration"] and not values["enable_registration_without_verification"]
             and not values["registration_requires_token"]):
         raise ConfigError(
@@ -496,6 +648,8 @@ def parse_config(raw: Any, path: str) -> Config:
         log_config=values["log_config"] and in_data_dir(values["log_config"], ""),
         pid_file=values["pid_file"] and in_data_dir(values["pid_file"], ""),
         presence_enabled=presence_enabled,
+        push_enabled=push_enabled,
+        media=media,
     )
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from storage.database import Database, Transaction
 
@@ -58,6 +59,38 @@ class NotificationStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._lock = defer.DeferredLock()
+        # Writes queue up and run together, in order, in one transaction: under a burst of
+        # events that is one commit for many notifications instead of two per event, and the
+        # event persistence that shares the database thread is not kept waiting.
+        self._queued: list[tuple[Any, defer.Deferred]] = []
+
+    async def _write(self, desc: str, fn: Any) -> Any:
+        """Run ``fn(txn)`` in the next batch of writes; returns its result."""
+        d: defer.Deferred = defer.Deferred()
+        self._queued.append((fn, d))
+        if len(self._queued) == 1:
+            defer.ensureDeferred(self._flush())
+        return await d
+
+    async def _flush(self) -> None:
+        async with self._lock:
+            batch, self._queued = self._queued, []
+            if not batch:
+                return
+
+            def run_all(txn: Transaction) -> list[Any]:
+                return [fn(txn) for fn, _ in batch]
+            try:
+                results = await self.db.run("notification_writes", run_all)
+            except Exception:
+                failure = Failure()
+                for _, d in batch:
+                    d.errback(failure)
+                return
+            for (_, d), result in zip(batch, results):
+                d.callback(result)
+        if self._queued:
+            defer.ensureDeferred(self._flush())
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -87,8 +120,7 @@ class NotificationStore:
                   n.highlight, n.user_id in unread_set, ts) for n in notifications])
             return unread
 
-        async with self._lock:
-            return await self.db.run("add_notifications", fn)
+        return await self._write("add_notifications", fn)
 
     async def mark_read(self, user_id: str, room_id: str, thread_id: str, stream_ordering: int) -> int:
         """The user has read up to ``stream_ordering`` in a thread of the room (``UNTHREADED``:
@@ -110,8 +142,7 @@ class NotificationStore:
             txn.execute(sql, args)
             return txn.rowcount
 
-        async with self._lock:
-            return await self.db.run("mark_notifications_read", fn)
+        return await self._write("mark_notifications_read", fn)
 
     async def delete_read_before(self, ts: int) -> int:
         """Forget notifications already read and older than ``ts`` (ms)."""

@@ -146,6 +146,18 @@ BAD_VALUES: dict[str, Any] = {
     "pid_file": False,
     "report_stats": "no",
     "presence": "on",
+    "push": "on",
+    "enable_authenticated_media": "yes",
+    "max_image_pixels": "many",
+    "thumbnail_sizes": [{"width": 32}],
+    "max_pending_media_uploads": 0,
+    "unused_expiration_time": "a day",
+    "media_upload_limits": [{"time_period": "1h"}],
+    "media_retention": "90d",
+    "url_preview_enabled": 1,
+    "url_preview_ip_range_blacklist": ["10.0.0.0/33"],
+    "max_spider_size": "ten megabytes",
+    "url_preview_timeout": "soon",
 }
 
 

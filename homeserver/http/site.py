@@ -40,7 +40,9 @@ def encode_json(value: Any) -> bytes:
 
 # What each listener resource name (Synapse's names) serves.
 RESOURCE_PREFIXES: dict[str, tuple[str, ...]] = {
-    "client": ("/_matrix/client/", "/_synapse/admin/", "/_synapse/client/", "/.well-known/matrix/"),
+    # Synapse serves the media repository (/_matrix/media/) on client listeners too.
+    "client": ("/_matrix/client/", "/_synapse/admin/", "/_synapse/client/", "/.well-known/matrix/",
+               "/_matrix/media/"),
     "federation": ("/_matrix/federation/", "/_matrix/key/", "/.well-known/matrix/server"),
     "keys": ("/_matrix/key/",),
     "media": ("/_matrix/media/", "/_matrix/client/v1/media/", "/_matrix/federation/v1/media/"),

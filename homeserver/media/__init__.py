@@ -1,0 +1,1 @@
+"""The media repository: content-addressed files, thumbnails, URL previews, retention."""
