@@ -29,6 +29,7 @@ class Reply:
     status: int
     body: bytes
     seconds: float
+    ended: float = 0.0  # time.perf_counter() when the last byte of the body arrived
 
     @property
     def ok(self) -> bool:
@@ -88,7 +89,8 @@ class Client:
         async with self.session.request(method, url, data=data, headers=headers) as resp:
             raw = await resp.read()
             status = resp.status
-        reply = Reply(status, raw, time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        reply = Reply(status, raw, t1 - t0, t1)
         if not reply.ok:
             self.error_count += 1
             if len(self.errors) < 10:
@@ -114,6 +116,23 @@ class Client:
             raise RequestFailed(f"register {username} -> {r.status}: {r.body[:300]!r}")
         out = r.json()
         return User(out["user_id"], out["access_token"])
+
+    async def login(self, user_id: str, password: str = "bench password 1") -> User:
+        """A new device (and access token) for an existing user."""
+        out = await self.must("POST", "/login", None, {
+            "type": "m.login.password", "password": password,
+            "identifier": {"type": "m.id.user", "user": user_id},
+            "initial_device_display_name": "bench"})
+        return User(out["user_id"], out["access_token"])
+
+    async def sync(self, user: User, since: str | None = None, timeout_ms: int = 0,
+                   filter_json: str | None = None) -> Reply:
+        path = f"/sync?timeout={timeout_ms}"
+        if since:
+            path += "&since=" + q(since)
+        if filter_json:
+            path += "&filter=" + q(filter_json)
+        return await self.request("GET", path, user)
 
     async def create_room(self, user: User, **body: Any) -> Reply:
         return await self.request("POST", "/createRoom", user, body)

@@ -19,8 +19,12 @@ class Figure:
     unit: str
     higher_is_better: bool
     # Target on ratio = Hearth / Synapse: at least `target` when higher is better, below
-    # `target` when lower is better; None for a figure that is only recorded.
+    # `target` when lower is better; None for a figure that is only recorded. With `absolute`,
+    # the target applies to Hearth's own value instead (e.g. p99 < 100 ms, lost = 0).
     target: float | None
+    absolute: bool = False
+    inclusive: bool = False  # "<=" rather than "<" (a lower-is-better target)
+    target_text: str | None = None
 
 
 FIGURES = (
@@ -36,7 +40,21 @@ FIGURES = (
     Figure("join_per_s", "join one public room: joins/s (20 at once)", "joins/s", True, 1.0),
     Figure("join_p50_ms", "join: latency p50", "ms", False, 1.0),
     Figure("join_p99_ms", "join: latency p99", "ms", False, 1.0),
-    Figure("peak_rss_mb", "server peak RSS (VmHWM)", "MB", False, None),
+    Figure("initial_sync_p50_ms", "initial /sync (100 rooms x 100 messages): p50", "ms", False,
+           1 / 3, inclusive=True, target_text="<= 0.33x (3x faster)"),
+    Figure("initial_sync_mean_ms", "initial /sync: mean", "ms", False,
+           1 / 3, inclusive=True, target_text="<= 0.33x (3x faster)"),
+    Figure("initial_sync_p99_ms", "initial /sync: p99", "ms", False, 1.0),
+    Figure("incremental_sync_p50_ms", "incremental /sync, nothing new (timeout=0): p50", "ms",
+           False, 1.0),
+    Figure("incremental_sync_p99_ms", "incremental /sync, nothing new: p99", "ms", False, 1.0),
+    Figure("delivery_p50_ms", "delivery to 200 long-polling receivers: p50", "ms", False, 1.0),
+    Figure("delivery_p99_ms", "delivery to 200 long-polling receivers: p99", "ms", False, 100.0,
+           absolute=True, target_text="Hearth < 100 ms"),
+    Figure("delivery_lost", "delivery: lost (receiver, message) pairs", "pairs", False, 0.0,
+           absolute=True, inclusive=True, target_text="Hearth = 0"),
+    Figure("peak_rss_mb", "server peak RSS (VmHWM)", "MB", False, 1.0),
+    Figure("final_rss_mb", "server RSS after the load (VmRSS)", "MB", False, 1.0),
 )
 
 
@@ -44,25 +62,55 @@ def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not math.isnan(float(v)) else None
 
 
+def _target_text(f: Figure) -> str | None:
+    if f.target is None:
+        return None
+    if f.target_text:
+        return f.target_text
+    if f.higher_is_better:
+        return f">= {f.target:g}x"
+    return f"{'<=' if f.inclusive else '<'} {f.target:g}x"
+
+
+def _is_met(f: Figure, h: float | None, ratio: float | None) -> bool | None:
+    if f.target is None:
+        return None
+    v = h if f.absolute else ratio
+    if v is None:
+        return None
+    if f.higher_is_better:
+        return v >= f.target
+    return v <= f.target if f.inclusive else v < f.target
+
+
 def compare(hearth: dict[str, Any], synapse: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for f in FIGURES:
         h, s = _num(hearth.get(f.key)), _num(synapse.get(f.key))
         ratio = round(h / s, 3) if h is not None and s else None
-        met = None
-        if f.target is not None and ratio is not None:
-            met = ratio >= f.target if f.higher_is_better else ratio < f.target
         rows.append({"key": f.key, "figure": f.label, "unit": f.unit, "hearth": h, "synapse": s,
                      "ratio": ratio, "higher_is_better": f.higher_is_better,
-                     "target": None if f.target is None else
-                     (f">= {f.target:g}x" if f.higher_is_better else f"< {f.target:g}x"),
-                     "met": met})
+                     "target": _target_text(f), "met": _is_met(f, h, ratio)})
     return rows
 
 
-def _fmt(v: float | None) -> str:
+def push_rows(push: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(figure, push on, push off, on vs off) for the push comparison."""
+    out = []
+    for key, label in (("send_msgs_per_s", "send: messages/s"), ("send_p50_ms", "send: p50 [ms]"),
+                       ("send_p99_ms", "send: p99 [ms]")):
+        on, off = push.get("on", {}).get(key), push.get("off", {}).get(key)
+        diff = push.get("diff_pct", {}).get(key)
+        out.append((label, _fmt(_num(on)), _fmt(_num(off)),
+                    "-" if diff is None else f"{diff:+.1f}%"))
+    return out
+
+
+def _fmt(v: float | None, unit: str = "") -> str:
     if v is None:
         return "-"
+    if unit == "pairs":
+        return f"{v:,.0f}"
     return f"{v:,.1f}" if abs(v) >= 10 else f"{v:.2f}"
 
 
@@ -72,13 +120,28 @@ def _met(m: bool | None) -> str:
 
 def console_table(engine: str, rows: list[dict[str, Any]]) -> str:
     head = ("figure", "Hearth", "Synapse", "H/S", "target", "met")
-    body = [(f"{r['figure']} [{r['unit']}]", _fmt(r["hearth"]), _fmt(r["synapse"]),
+    body = [(f"{r['figure']} [{r['unit']}]", _fmt(r["hearth"], r["unit"]), _fmt(r["synapse"], r["unit"]),
              "-" if r["ratio"] is None else f"{r['ratio']:.2f}x", r["target"] or "", _met(r["met"]))
             for r in rows]
     widths = [max(len(x[i]) for x in (head, *body)) for i in range(len(head))]
     line = "  ".join("{:<%d}" % widths[0] if i == 0 else "{:>%d}" % w
                      for i, w in enumerate(widths))
     out = [f"== {engine} ==", line.format(*head), line.format(*("-" * w for w in widths))]
+    out += [line.format(*b) for b in body]
+    return "\n".join(out)
+
+
+def console_push_table(engine: str, push: dict[str, Any]) -> str:
+    if not push or push.get("failed"):
+        return f"== {engine}: Hearth push on vs off == " + (push or {}).get("failed", "not run")
+    head = ("figure (Hearth only)", "push on", "push off", "on vs off")
+    body = push_rows(push)
+    widths = [max(len(x[i]) for x in (head, *body)) for i in range(len(head))]
+    line = "  ".join("{:<%d}" % widths[0] if i == 0 else "{:>%d}" % w
+                     for i, w in enumerate(widths))
+    out = [f"== {engine}: Hearth push on vs off (median of {push['rounds']} rounds each; "
+           f"target within 10%: {'met' if push.get('met') else 'NOT met'}) ==",
+           line.format(*head), line.format(*("-" * w for w in widths))]
     out += [line.format(*b) for b in body]
     return "\n".join(out)
 
@@ -99,7 +162,8 @@ def markdown_for(doc: dict[str, Any]) -> str:
            "| --- | ---: | ---: | ---: | --- | --- |"]
     for r in rows:
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
-        out.append(f"| {r['figure']} [{r['unit']}] | {_fmt(r['hearth'])} | {_fmt(r['synapse'])} | "
+        out.append(f"| {r['figure']} [{r['unit']}] | {_fmt(r['hearth'], r['unit'])} | "
+                   f"{_fmt(r['synapse'], r['unit'])} | "
                    f"{ratio} | {r['target'] or ''} | {_met(r['met'])} |")
     out.append("")
     out.append("CPU during each measured phase, in cores busy (1.0 = one core; the machine has "
@@ -118,6 +182,21 @@ def markdown_for(doc: dict[str, Any]) -> str:
                 f"{ph['client_cpu_cores']:.2f} / {ph['other_cpu_cores']:.2f} ({ph['wall_s']:.1f}s)")
     for phase in list(dict.fromkeys([*h, *s])):
         out.append(f"| {phase} | {cpu(h.get(phase, {}))} | {cpu(s.get(phase, {}))} |")
+    push = doc.get("push_compare")
+    if push and not push.get("failed"):
+        out.append("")
+        out.append(f"Hearth with push rule evaluation on vs off (`push: {{enabled: ...}}`), the send "
+                   f"scenario only, fresh server each time, median of {push['rounds']} round(s) "
+                   f"each, order {push['order']}; target: within 10% "
+                   f"({'met' if push.get('met') else 'NOT met'}):")
+        out.append("")
+        out.append("| figure | push on | push off | on vs off |")
+        out.append("| --- | ---: | ---: | ---: |")
+        for row in push_rows(push):
+            out.append("| " + " | ".join(row) + " |")
+    elif push:
+        out.append("")
+        out.append(f"Push on/off comparison failed: {push['failed']}")
     errs = {k: v.get("errors") for k, v in doc["servers"].items()}
     out.append("")
     out.append(f"Request errors: {errs}. Parameters: {json.dumps(doc['params'])}.")

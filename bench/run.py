@@ -1,11 +1,13 @@
 """Hearth vs Synapse, same machine, same load, one run.
 
     .venv/bin/python bench/run.py [--engine sqlite|postgres|both] [--quick]
-                                  [--only hearth|synapse] [--keep]
+                                  [--only hearth|synapse] [--keep] [--no-push-compare]
 
 For each engine: start Hearth, run every scenario, record its peak RSS, stop it; then the same for
-Synapse (installed on first use into bench/.venv-synapse). Only one server runs at a time, so they
-never compete for the two cores. Prints a table per engine and writes bench/results/.
+Synapse (installed on first use into bench/.venv-synapse); then, unless --no-push-compare, the
+send scenario on fresh Hearth servers with push rule evaluation on and off. Only one server runs
+at a time, so they never compete for the two cores. Prints a table per engine and writes
+bench/results/.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import json
+import statistics
 import os
 import platform
 import sys
@@ -34,7 +38,8 @@ def log(msg: str) -> None:
 
 
 def bench_one(kind: str, engine: str, params: Params, workroot: str,
-              py_spy: str | None = None) -> dict[str, Any]:
+              py_spy: str | None = None, scenarios: tuple[str, ...] = Bench.SCENARIOS
+              ) -> dict[str, Any]:
     server = SERVERS[kind](engine, workroot)
     log(f"{kind} on {engine}: starting (port {server.port})")
     profiler = None
@@ -46,7 +51,7 @@ def bench_one(kind: str, engine: str, params: Params, workroot: str,
         if py_spy:
             raw = os.path.join(workroot, f"profile-{kind}-{engine}.raw")
             profiler = Profiler(py_spy, server.pid, raw)
-        results = asyncio.run(Bench(server, params, log).run())
+        results = asyncio.run(Bench(server, params, log).run(scenarios))
         if profiler:
             profiler.stop()
             summary_path = os.path.join(report.RESULTS_DIR, f"profile-{kind}-{engine}.txt")
@@ -76,6 +81,49 @@ def bench_one(kind: str, engine: str, params: Params, workroot: str,
         server.cleanup()
 
 
+PUSH_KEYS = ("send_msgs_per_s", "send_p50_ms", "send_p99_ms")
+
+
+def push_compare(engine: str, params: Params, workroot: str) -> dict[str, Any]:
+    """The send scenario on fresh Hearth servers, push rule evaluation on and off, in the order
+    on, off, off, on, ... (so a drift in the machine's load affects both alike); the median of
+    each side."""
+    order = [("on", "off") if r % 2 == 0 else ("off", "on") for r in range(params.push_rounds)]
+    runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+    try:
+        for r, pair in enumerate(order):
+            for side in pair:
+                server = SERVERS["hearth"](engine, workroot, tag=f"-push-{side}-{r}",
+                                           extra_config={"push": {"enabled": side == "on"}})
+                log(f"hearth on {engine}, push {side} (round {r + 1}/{len(order)}): starting")
+                try:
+                    server.start()
+                    wait_for_quiet(log, (server.pid, os.getpid()),
+                                   max_wait=min(5.0, params.quiet_wait_s))
+                    res = asyncio.run(Bench(server, params, log).run(("send",)))
+                    if not server.alive():
+                        raise RuntimeError(f"hearth died:\n{server.log_tail()}")
+                    if res.get("errors"):
+                        raise RuntimeError(f"request errors: {res['error_samples'][:3]}")
+                    runs[side].append({k: res[k] for k in (*PUSH_KEYS, "send_count")}
+                                      | {"server_cpu_cores": res["phases"]["send"]["server_cpu_cores"],
+                                         "other_cpu_cores": res["phases"]["send"]["other_cpu_cores"]})
+                finally:
+                    server.cleanup()
+    except Exception as e:
+        log(f"push comparison on {engine}: FAILED: {e}")
+        return {"failed": f"{type(e).__name__}: {e}", "runs": runs}
+    out: dict[str, Any] = {"rounds": len(order),
+                           "order": ", ".join(s for pair in order for s in pair), "runs": runs}
+    for side in ("on", "off"):
+        out[side] = {k: round(statistics.median(x[k] for x in runs[side]), 2) for k in PUSH_KEYS}
+    out["diff_pct"] = {k: round((out["on"][k] - out["off"][k]) / out["off"][k] * 100, 1)
+                       for k in PUSH_KEYS if out["off"][k]}
+    # The target: with push on, throughput within 10% of push off.
+    out["met"] = out["on"]["send_msgs_per_s"] >= 0.9 * out["off"]["send_msgs_per_s"]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--engine", choices=("sqlite", "postgres", "both"), default="both")
@@ -85,7 +133,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", metavar="PY_SPY",
                     help="path to a py-spy binary: profile each server during the load and write "
                          "bench/results/profile-<server>-<engine>.txt")
+    ap.add_argument("--no-push-compare", action="store_true",
+                    help="skip the Hearth push on/off comparison (run by default with Hearth)")
+    ap.add_argument("--scenarios", default=",".join(Bench.SCENARIOS),
+                    help="comma-separated subset, for debugging (delivery needs join, "
+                         "incremental_sync needs initial_sync); results are not written")
     args = ap.parse_args(argv)
+    scenarios = tuple(x for x in args.scenarios.split(",") if x)
+    unknown = set(scenarios) - set(Bench.SCENARIOS)
+    if unknown:
+        ap.error(f"unknown scenarios {sorted(unknown)}; choose from {', '.join(Bench.SCENARIOS)}")
+    partial = set(scenarios) != set(Bench.SCENARIOS)
 
     params = Params.quick() if args.quick else Params()
     engines = ("sqlite", "postgres") if args.engine == "both" else (args.engine,)
@@ -98,8 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     tables = []
     try:
         for engine in engines:
-            per_server = {kind: bench_one(kind, engine, params, workroot, args.profile)
+            per_server = {kind: bench_one(kind, engine, params, workroot, args.profile, scenarios)
                           for kind in kinds}
+            push = None
+            if "hearth" in kinds and not args.no_push_compare:
+                push = push_compare(engine, params, workroot)
             doc = {
                 "engine": engine,
                 "quick": args.quick,
@@ -110,8 +171,11 @@ def main(argv: list[str] | None = None) -> int:
                 "params": asdict(params),
                 "servers": per_server,
                 "comparison": report.compare(per_server.get("hearth", {}), per_server.get("synapse", {})),
+                "push_compare": push,
             }
             table = report.console_table(engine, doc["comparison"])
+            if push is not None:
+                table += "\n\n" + report.console_push_table(engine, push)
             tables.append(table)
             print("\n" + table + "\n", flush=True)
             for kind, res in per_server.items():
@@ -119,9 +183,12 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{kind} FAILED: {res['failed']}")
                 elif res.get("errors"):
                     print(f"{kind}: {res['errors']} request errors, e.g. {res['error_samples'][:3]}")
-            if not args.only:
+            if not args.only and not partial:
                 log(f"wrote {report.write_json(engine, doc)}")
-        if not args.only:
+            elif args.keep:
+                with open(os.path.join(workroot, f"results-{engine}.json"), "w") as f:
+                    json.dump(doc, f, indent=2)
+        if not args.only and not partial:
             log(f"wrote {report.write_markdown()}")
     finally:
         if not args.keep:

@@ -172,9 +172,11 @@ class Server:
 
     kind = "?"
 
-    def __init__(self, engine: str, workroot: str) -> None:
+    def __init__(self, engine: str, workroot: str, tag: str = "",
+                 extra_config: dict[str, Any] | None = None) -> None:
         self.engine = engine
-        self.workdir = os.path.join(workroot, f"{self.kind}-{engine}")
+        self.extra_config = dict(extra_config or {})
+        self.workdir = os.path.join(workroot, f"{self.kind}-{engine}{tag}")
         os.makedirs(self.workdir, exist_ok=True)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -304,6 +306,7 @@ class HearthServer(Server):
             "rc_message": UNLIMITED, "rc_registration": UNLIMITED,
             "rc_login": {"address": UNLIMITED, "account": UNLIMITED, "failed_attempts": UNLIMITED},
             "rc_client_ip": UNLIMITED,
+            **self.extra_config,
         }
         with open(self.config_path, "w") as f:
             yaml.safe_dump(cfg, f)
