@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, TypeVar, Union
 
+from homeserver.field_paths import parse_path as split_field_path
 from homeserver.http.errors import bad_json, not_found
 from homeserver.http.jsonbody import parse_json
 
@@ -271,26 +272,6 @@ class RoomEventFilter(EventFilter):
 
 # --- event_fields --------------------------------------------------------------------------------
 
-def split_field_path(path: str) -> tuple[str, ...]:
-    """Spec appendix "Dot-separated property paths": '\\.' is a literal dot, '\\\\' a literal
-    backslash, and any other backslash stays as it is."""
-    parts: list[str] = []
-    cur: list[str] = []
-    i = 0
-    while i < len(path):
-        c = path[i]
-        if c == "\\" and i + 1 < len(path) and path[i + 1] in ".\\":
-            cur.append(path[i + 1])
-            i += 2
-            continue
-        if c == ".":
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(c)
-        i += 1
-    parts.append("".join(cur))
-    return tuple(parts)
 
 
 def select_fields(event: Mapping[str, Any], paths: Iterable[Sequence[str]]) -> dict[str, Any]:
