@@ -36,6 +36,7 @@ class EventCreator:
         # One event at a time: stream orderings then commit in the order they were handed out,
         # which is what lets /sync treat a stream position as "everything up to here".
         self._lock = defer.DeferredLock()
+        self._last_create_ts = 0
         self.listeners: list[Listener] = []
 
     async def state_before_new_event(self, room_id: str, rv: RoomVersion
@@ -61,6 +62,12 @@ class EventCreator:
         rv = get_room_version(room_version)
         async with self._lock:
             now = self.clock.time_msec()
+            if event_type == "m.room.create":
+                # In rooms v12 the room id is the create event's hash: two identical create
+                # events in one millisecond would name the same room. Timestamps of create
+                # events therefore never repeat (the lock orders them).
+                now = max(now, self._last_create_ts + 1)
+                self._last_create_ts = now
             if txn_key is not None:
                 existing = await self.store.event_id_for_txn(txn_key)
                 if existing is not None:

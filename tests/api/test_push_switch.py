@@ -1,6 +1,7 @@
-"""The push switch, ``push: {enabled: ...}`` as Synapse spells it, over HTTP on both engines: on
+"""The push switch, ``push: {enabled: ...}`` as Synapse spells it. Over HTTP on both engines: on
 by default (a mention notifies and highlights); off, nothing is evaluated, so a mention makes no
-notification and /sync counts nothing, while the push rules API keeps working."""
+notification and /sync counts nothing, while the push rules API keeps working. Also how the key
+is parsed."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ import time
 import uuid
 from typing import Any, Callable
 
+import pytest
+
+from homeserver.config import ConfigError, parse_config
 from tests.harness import Client, ServerProcess
+
+PATH = "/etc/hearth/homeserver.yaml"
 
 
 def setup_room(server: ServerProcess) -> tuple[Client, Client, str]:
@@ -72,3 +78,28 @@ def test_push_disabled_makes_no_notifications(make_server: Callable[..., ServerP
     r = b.get("sync", params={"timeout": "0"})
     assert ev in [e["event_id"] for e in r.json()["rooms"]["join"][room]["timeline"]["events"]]
     assert b.get("pushrules/").status_code == 200
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+def parse(extra: dict[str, Any]) -> Any:
+    return parse_config({"server_name": "example.com", **extra}, PATH)
+
+
+def test_config_on_by_default_and_off_when_asked() -> None:
+    assert parse({}).push_enabled is True
+    assert parse({"push": None}).push_enabled is True
+    assert parse({"push": {}}).push_enabled is True
+    assert parse({"push": {"enabled": True}}).push_enabled is True
+    assert parse({"push": {"enabled": False}}).push_enabled is False
+
+
+@pytest.mark.parametrize("value,message", [
+    ({"enabled": "no"}, f"{PATH}: 'push.enabled': expected true or false"),
+    ({"enable": False}, f"{PATH}: unknown key 'push.enable' (did you mean 'enabled'?)"),
+    ("off", f"{PATH}: 'push': expected a mapping"),
+])
+def test_config_bad_values(value: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse({"push": value})
+    assert str(e.value) == message

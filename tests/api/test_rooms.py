@@ -310,3 +310,12 @@ def test_profile_changes_reach_joined_rooms(server: ServerProcess) -> None:
         member = b.get(f"rooms/{room}/state/m.room.member/{a.user_id}").json()
         assert member["displayname"] == "Alice Renamed" and member["avatar_url"] == "mxc://test.local/new"
         assert member["membership"] == "join"
+
+
+def test_concurrent_identical_room_creations_get_distinct_rooms(server: ServerProcess) -> None:
+    import concurrent.futures
+    (a,) = server.users(1)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: a.post("createRoom", {}), range(16)))
+    assert all(r.status_code == 200 for r in results), [r.text for r in results if r.status_code != 200]
+    assert len({r.json()["room_id"] for r in results}) == 16
