@@ -15,7 +15,8 @@ import contextlib
 import json
 import os
 import sqlite3
-import uuid
+import secrets
+import string
 from typing import Any, AsyncIterator, Iterator, TypeVar
 
 import nio
@@ -187,7 +188,10 @@ def test_encrypted_room_conversation_is_decrypted_and_never_stored_in_clear(
         hearth: ServerProcess, tmp_path: Any) -> None:
     # Every plaintext carries a random lower-case token: the search index lower-cases and splits
     # words, so looking for the token alone also catches a body that was indexed.
-    tokens = {name: uuid.uuid4().hex for name in ("alice1", "bob1", "alice2", "control")}
+    # Letters only: a search index's tokenizer may split hex strings at digit runs (PostgreSQL's
+    # parser reads e.g. "9e3" as a number), and the scan must find the whole token.
+    tokens = {name: "".join(secrets.choice(string.ascii_lowercase) for _ in range(24))
+              for name in ("alice1", "bob1", "alice2", "control")}
     texts = {
         "alice1": f"Alice's first secret {tokens['alice1']}",
         "bob1": f"Bob's encrypted reply {tokens['bob1']}",
