@@ -17,22 +17,20 @@ import os
 import sqlite3
 import secrets
 import string
-from typing import Any, AsyncIterator, Iterator, TypeVar
+from typing import Any, AsyncIterator, Iterator
 
 import nio
 import psycopg2
 import pytest
 
+from synapse_compat_tests.nio_helpers import mxid, ok, raw_body
 from tests.harness import PG, ServerProcess
 
 pytestmark = pytest.mark.compat
 
-SERVER_NAME = "test.local"
 PASSWORD = "an encrypted conversation's password"
 MEGOLM = "m.megolm.v1.aes-sha2"
 OLM = "m.olm.v1.curve25519-aes-sha2"
-
-R = TypeVar("R")
 
 
 def e2e_config() -> nio.AsyncClientConfig:
@@ -42,31 +40,8 @@ def e2e_config() -> nio.AsyncClientConfig:
                                  encryption_enabled=True, store_sync_tokens=True)
 
 
-def mxid(localpart: str) -> str:
-    return f"@{localpart}:{SERVER_NAME}"
 
 
-def _describe(resp: object) -> str:
-    transport = getattr(resp, "transport_response", None)
-    body = getattr(transport, "_body", None)  # aiohttp keeps the body it has read
-    shown = body[:800] + (b"..." if len(body) > 800 else b"") if isinstance(body, bytes) else body
-    detail = str(resp) if isinstance(resp, nio.ErrorResponse) else ""
-    return (f"{type(resp).__name__} {detail}; HTTP {getattr(transport, 'status', '?')} "
-            f"{getattr(transport, 'method', '')} {getattr(transport, 'url', '')} body {shown!r}")
-
-
-def ok(resp: object, cls: type[R]) -> R:
-    """``resp`` is nio's success class ``cls``; otherwise fail with what the server answered."""
-    if not isinstance(resp, cls) or isinstance(resp, nio.ErrorResponse):
-        raise AssertionError(f"expected {cls.__name__}, got {_describe(resp)}")
-    return resp
-
-
-def raw_body(resp: nio.Response) -> dict[str, Any]:
-    """The JSON the server sent for ``resp``, before nio replaced encrypted events."""
-    body = resp.transport_response._body  # type: ignore[union-attr]
-    assert isinstance(body, bytes), _describe(resp)
-    return json.loads(body)
 
 
 @contextlib.asynccontextmanager

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, AsyncIterator, TypeVar
+from typing import Any, AsyncIterator
 
 import nio
 import pytest
 
+from synapse_compat_tests.nio_helpers import R, describe, mxid, ok
 from tests.harness import ServerProcess
 
 pytestmark = pytest.mark.compat
 
-SERVER_NAME = "test.local"
 PASSWORD = "a long and unguessable room password"
 
 # No retries on timeouts or 429s: a stuck or throttling server fails the test instead of hanging it.
@@ -28,36 +28,16 @@ CONFIG = nio.AsyncClientConfig(max_limit_exceeded=0, max_timeouts=0, request_tim
 
 HISTORY_VISIBILITIES = ("world_readable", "shared", "invited", "joined")
 
-R = TypeVar("R")
 
 
-def mxid(localpart: str) -> str:
-    return f"@{localpart}:{SERVER_NAME}"
-
-
-def _describe(resp: object) -> str:
-    """nio's class and the HTTP exchange behind it, short enough to read in a failure."""
-    transport = getattr(resp, "transport_response", None)
-    body = getattr(transport, "_body", None)  # aiohttp keeps the body it has read
-    shown = body[:800] + (b"..." if len(body) > 800 else b"") if isinstance(body, bytes) else body
-    detail = str(resp) if isinstance(resp, nio.ErrorResponse) else ""
-    return (f"{type(resp).__name__} {detail}; HTTP {getattr(transport, 'status', '?')} "
-            f"{getattr(transport, 'method', '')} {getattr(transport, 'url', '')} body {shown!r}")
-
-
-def ok(resp: object, cls: type[R]) -> R:
-    """``resp`` is nio's success class ``cls``; otherwise fail with what the server answered."""
-    if not isinstance(resp, cls) or isinstance(resp, nio.ErrorResponse):
-        raise AssertionError(f"expected {cls.__name__}, got {_describe(resp)}")
-    return resp
 
 
 def refused(resp: object, cls: type[R], http_status: int, errcode: str) -> R:
     """``resp`` is nio's error class ``cls`` with the given HTTP status and errcode."""
     if not isinstance(resp, cls) or not isinstance(resp, nio.ErrorResponse):
-        raise AssertionError(f"expected {cls.__name__} ({http_status} {errcode}), got {_describe(resp)}")
+        raise AssertionError(f"expected {cls.__name__} ({http_status} {errcode}), got {describe(resp)}")
     status = resp.transport_response.status
-    assert (status, resp.status_code) == (http_status, errcode), _describe(resp)
+    assert (status, resp.status_code) == (http_status, errcode), describe(resp)
     return resp
 
 
@@ -71,10 +51,10 @@ def state_event_refused(resp: object, http_status: int, errcode: str) -> None:
     if isinstance(resp, nio.RoomGetStateEventError):
         refused(resp, nio.RoomGetStateEventError, http_status, errcode)
         return
-    assert isinstance(resp, nio.RoomGetStateEventResponse), _describe(resp)
-    assert resp.transport_response.status == http_status, _describe(resp)
-    assert resp.content.get("errcode") == errcode, _describe(resp)
-    assert set(resp.content) <= {"errcode", "error"}, _describe(resp)
+    assert isinstance(resp, nio.RoomGetStateEventResponse), describe(resp)
+    assert resp.transport_response.status == http_status, describe(resp)
+    assert resp.content.get("errcode") == errcode, describe(resp)
+    assert set(resp.content) <= {"errcode", "error"}, describe(resp)
 
 
 @contextlib.asynccontextmanager
@@ -170,7 +150,7 @@ async def state_content(client: nio.AsyncClient, room_id: str, event_type: str,
                         state_key: str = "") -> dict[str, Any]:
     resp = ok(await client.room_get_state_event(room_id, event_type, state_key),
               nio.RoomGetStateEventResponse)
-    assert "errcode" not in resp.content, _describe(resp)
+    assert "errcode" not in resp.content, describe(resp)
     return resp.content
 
 

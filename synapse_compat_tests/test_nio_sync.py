@@ -13,17 +13,17 @@ import asyncio
 import contextlib
 import json
 import time
-from typing import Any, AsyncIterator, TypeVar
+from typing import Any, AsyncIterator
 from urllib.parse import quote
 
 import nio
 import pytest
 
+from synapse_compat_tests.nio_helpers import R, describe, mxid, ok, raw_body
 from tests.harness import ServerProcess
 
 pytestmark = pytest.mark.compat
 
-SERVER_NAME = "test.local"
 PASSWORD = "a password for syncing clients"
 
 # No retries on timeouts or 429s: a stuck or throttling server fails the test instead of hanging it.
@@ -34,33 +34,9 @@ BAD = (nio.BadEvent, nio.UnknownBadEvent)
 NIO_EPHEMERAL = {"m.typing", "m.receipt"}
 NIO_INVITE_STATE = {"m.room.member", "m.room.canonical_alias", "m.room.name"}
 
-R = TypeVar("R")
 
 
-def mxid(localpart: str) -> str:
-    return f"@{localpart}:{SERVER_NAME}"
 
-
-def _describe(resp: object) -> str:
-    transport = getattr(resp, "transport_response", None)
-    body = getattr(transport, "_body", None)  # aiohttp keeps the body it has read
-    shown = body[:800] + (b"..." if len(body) > 800 else b"") if isinstance(body, bytes) else body
-    detail = str(resp) if isinstance(resp, nio.ErrorResponse) else ""
-    return (f"{type(resp).__name__} {detail}; HTTP {getattr(transport, 'status', '?')} "
-            f"{getattr(transport, 'method', '')} {getattr(transport, 'url', '')} body {shown!r}")
-
-
-def ok(resp: object, cls: type[R]) -> R:
-    """``resp`` is nio's success class ``cls``; otherwise fail with what the server answered."""
-    if not isinstance(resp, cls) or isinstance(resp, nio.ErrorResponse):
-        raise AssertionError(f"expected {cls.__name__}, got {_describe(resp)}")
-    return resp
-
-
-def raw_body(resp: nio.Response) -> dict[str, Any]:
-    body = resp.transport_response._body  # type: ignore[union-attr]
-    assert isinstance(body, bytes), _describe(resp)
-    return json.loads(body)
 
 
 def check_parsed(resp: nio.SyncResponse) -> nio.SyncResponse:
@@ -269,8 +245,8 @@ def test_initial_and_incremental_sync_build_nios_room(hearth: ServerProcess) -> 
             ok(await alice.update_room_topic(room, "Very merry unbirthdays"),
                nio.RoomPutStateResponse)
             denied = await bob.room_put_state(room, "m.room.name", {"name": "Bob may not"})
-            assert isinstance(denied, nio.RoomPutStateError), _describe(denied)
-            assert denied.status_code == "M_FORBIDDEN", _describe(denied)
+            assert isinstance(denied, nio.RoomPutStateError), describe(denied)
+            assert denied.status_code == "M_FORBIDDEN", describe(denied)
             changed = await sync(bob)
             changes = timeline(changed, room)
             assert [e.topic for e in changes if isinstance(e, nio.RoomTopicEvent)] == [
