@@ -121,6 +121,12 @@ def _mapping(value: Any) -> dict:
     return value
 
 
+def _str_list(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"expected a list of {what}")
+    return tuple(value)
+
+
 def _opt_duration(value: Any) -> int | None:
     return None if value is None else parse_duration_ms(value)
 
@@ -227,6 +233,40 @@ class MediaConfig:
     url_preview_timeout_ms: int = 10_000
 
 
+# Outgoing federation requests never reach these unless ip_range_whitelist lets them (SSRF).
+DEFAULT_IP_RANGE_BLACKLIST: tuple[str, ...] = (
+    "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+    "192.0.0.0/24", "169.254.0.0/16", "192.88.99.0/24", "198.18.0.0/15", "192.0.2.0/24",
+    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "0.0.0.0/8", "255.255.255.255/32",
+    "::1/128", "fe80::/10", "fc00::/7", "2001:db8::/32", "ff00::/8", "fec0::/10", "::/128",
+)
+
+
+@dataclass(frozen=True)
+class TrustedKeyServer:
+    server_name: str
+    verify_keys: Mapping[str, str] | None = None  # key id -> unpadded base64; None = fetch
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """Server-server settings (Synapse's key names)."""
+    tls_certificate_path: str | None = None
+    tls_private_key_path: str | None = None
+    custom_ca_list: tuple[str, ...] = ()          # federation_custom_ca_list
+    ip_range_blacklist: tuple[str, ...] = DEFAULT_IP_RANGE_BLACKLIST
+    ip_range_whitelist: tuple[str, ...] = ()
+    domain_whitelist: tuple[str, ...] | None = None  # federation_domain_whitelist
+    trusted_key_servers: tuple[TrustedKeyServer, ...] = ()
+    old_signing_keys: Mapping[str, tuple[str, int]] = field(default_factory=dict)  # id -> (key, expired_ts)
+    key_refresh_interval_ms: int = 86_400_000
+    min_retry_interval_ms: int = 600_000          # federation.destination_min_retry_interval
+    retry_multiplier: float = 2.0                 # federation.destination_retry_multiplier
+    max_retry_interval_ms: int = 7 * 86_400_000   # federation.destination_max_retry_interval
+    allow_public_rooms_over_federation: bool = False
+    client_timeout_ms: int = 60_000
+
+
 @dataclass(frozen=True)
 class ListenerConfig:
     port: int
@@ -296,6 +336,7 @@ class Config:
     presence_enabled: bool = True
     push_enabled: bool = True
     media: MediaConfig = field(default_factory=MediaConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -352,6 +393,18 @@ _TOP_LEVEL: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "url_preview_ip_range_blacklist": (_ip_ranges, None),
     "max_spider_size": (parse_size, "10M"),
     "url_preview_timeout": (parse_duration_ms, "10s"),
+    "tls_certificate_path": (_path, None),
+    "tls_private_key_path": (_path, None),
+    "federation_verify_certificates": (_bool, True),
+    "federation_custom_ca_list": (lambda v: _str_list(v, "file paths"), []),
+    "ip_range_blacklist": (_ip_ranges, None),
+    "ip_range_whitelist": (_ip_ranges, []),
+    "federation_domain_whitelist": (lambda v: None if v is None else _str_list(v, "server names"), None),
+    "trusted_key_servers": (lambda v: v, []),
+    "old_signing_keys": (_mapping, {}),
+    "key_refresh_interval": (parse_duration_ms, "1d"),
+    "federation": (_mapping, {}),
+    "allow_public_rooms_over_federation": (_bool, False),
 }
 
 _RATE_DEFAULTS = {
@@ -445,10 +498,6 @@ class _Reader:
             if ltype != "http":
                 raise self.fail(f"{key}.type", "only 'http' listeners are supported")
             tls = self.parse(f"{key}.tls", _bool, item.get("tls", False))
-            if tls:
-                # Accepting it would serve plain HTTP to someone who asked for HTTPS.
-                raise self.fail(f"{key}.tls", "TLS listeners are not supported; serve plain HTTP "
-                                "on 127.0.0.1 behind a reverse proxy that terminates TLS")
             xff = self.parse(f"{key}.x_forwarded", _bool, item.get("x_forwarded", False))
             names: list[str] = []
             resources = item.get("resources", [{"names": ["client"]}])
@@ -557,6 +606,80 @@ def _media_config(r: _Reader, values: dict[str, Any]) -> MediaConfig:
     )
 
 
+_FEDERATION_RETRY_KEYS = {"destination_min_retry_interval", "destination_retry_multiplier",
+                          "destination_max_retry_interval", "client_timeout"}
+
+
+def _federation_config(r: _Reader, values: dict[str, Any],
+                       in_data_dir: Callable[[str | None, str], str]) -> FederationConfig:
+    if not values["federation_verify_certificates"]:
+        # Never a silent "don't verify": a private CA goes into federation_custom_ca_list.
+        raise r.fail("federation_verify_certificates", "turning certificate verification off is "
+                     "not supported; add the CA that signs your peers' certificates to "
+                     "'federation_custom_ca_list' instead")
+    cert, key = values["tls_certificate_path"], values["tls_private_key_path"]
+    if (cert is None) != (key is None):
+        raise r.fail("tls_certificate_path" if cert is None else "tls_private_key_path",
+                     "tls_certificate_path and tls_private_key_path are set together")
+    trusted: list[TrustedKeyServer] = []
+    tks = values["trusted_key_servers"]
+    if not isinstance(tks, list):
+        raise r.fail("trusted_key_servers", "expected a list of {server_name, verify_keys}")
+    for i, item in enumerate(tks):
+        k = f"trusted_key_servers[{i}]"
+        if not isinstance(item, dict) or not isinstance(item.get("server_name"), str):
+            raise r.fail(k, "expected a mapping with a server_name")
+        for sub in item:
+            if sub not in ("server_name", "verify_keys", "accept_keys_insecurely"):
+                raise r.unknown(f"{k}.{sub}", {"server_name", "verify_keys"})
+        r.parse(f"{k}.server_name", _server_name, item["server_name"])
+        vk = item.get("verify_keys")
+        if vk is not None and (not isinstance(vk, dict) or not all(
+                isinstance(a, str) and isinstance(b, str) for a, b in vk.items())):
+            raise r.fail(f"{k}.verify_keys", "expected a mapping of key id to base64 key")
+        trusted.append(TrustedKeyServer(item["server_name"], dict(vk) if vk else None))
+    old: dict[str, tuple[str, int]] = {}
+    for key_id, item in values["old_signing_keys"].items():
+        k = f"old_signing_keys.{key_id}"
+        if not isinstance(key_id, str) or not key_id.startswith("ed25519:"):
+            raise r.fail(k, "key ids look like 'ed25519:abc'")
+        if (not isinstance(item, dict) or not isinstance(item.get("key"), str)
+                or not isinstance(item.get("expired_ts"), int)):
+            raise r.fail(k, "expected a mapping with 'key' (base64) and 'expired_ts' (ms)")
+        old[key_id] = (item["key"], item["expired_ts"])
+    fed = values["federation"]
+    for k in fed:
+        if k not in _FEDERATION_RETRY_KEYS:
+            raise r.unknown(f"federation.{k}", _FEDERATION_RETRY_KEYS)
+    min_retry = r.parse("federation.destination_min_retry_interval", parse_duration_ms,
+                        fed.get("destination_min_retry_interval", "10m"))
+    max_retry = r.parse("federation.destination_max_retry_interval", parse_duration_ms,
+                        fed.get("destination_max_retry_interval", "7d"))
+    mult = r.parse("federation.destination_retry_multiplier", _number,
+                   fed.get("destination_retry_multiplier", 2))
+    timeout = r.parse("federation.client_timeout", parse_duration_ms, fed.get("client_timeout", "60s"))
+    if min_retry <= 0 or max_retry < min_retry or mult < 1 or timeout <= 0:
+        raise r.fail("federation", "retry intervals must be positive with min <= max, the "
+                     "multiplier at least 1 and the timeout positive")
+    blacklist = values["ip_range_blacklist"]
+    return FederationConfig(
+        tls_certificate_path=cert and in_data_dir(cert, ""),
+        tls_private_key_path=key and in_data_dir(key, ""),
+        custom_ca_list=tuple(in_data_dir(p, "") for p in values["federation_custom_ca_list"]),
+        ip_range_blacklist=DEFAULT_IP_RANGE_BLACKLIST if blacklist is None else blacklist,
+        ip_range_whitelist=values["ip_range_whitelist"],
+        domain_whitelist=values["federation_domain_whitelist"],
+        trusted_key_servers=tuple(trusted),
+        old_signing_keys=old,
+        key_refresh_interval_ms=values["key_refresh_interval"],
+        min_retry_interval_ms=min_retry,
+        retry_multiplier=float(mult),
+        max_retry_interval_ms=max_retry,
+        allow_public_rooms_over_federation=values["allow_public_rooms_over_federation"],
+        client_timeout_ms=timeout,
+    )
+
+
 def parse_config(raw: Any, path: str) -> Config:
     """Validate a loaded YAML document and build the typed Config."""
     r = _Reader(path)
@@ -612,11 +735,16 @@ def parse_config(raw: Any, path: str) -> Config:
             f"{path}: 'enable_registration' is on with no verification: this server has no email "
             "verification, so also set 'enable_registration_without_verification: true' (anyone "
             "can register) or 'registration_requires_token: true'")
+    listeners = r.listeners(values["listeners"])
+    for i, lc in enumerate(listeners):
+        if lc.tls and values["tls_certificate_path"] is None:
+            raise r.fail(f"listeners[{i}].tls", "a TLS listener needs 'tls_certificate_path' and "
+                         "'tls_private_key_path'")
     return Config(
         config_path=os.path.abspath(path),
         server_name=server_name,
         public_baseurl=values["public_baseurl"] or f"https://{server_name}/",
-        listeners=r.listeners(values["listeners"]),
+        listeners=listeners,
         database=r.database(values["database"], data_dir),
         signing_key_path=in_data_dir(values["signing_key_path"], f"{server_name}.signing.key"),
         enable_registration=values["enable_registration"],
@@ -650,6 +778,7 @@ def parse_config(raw: Any, path: str) -> Config:
         presence_enabled=presence_enabled,
         push_enabled=push_enabled,
         media=media,
+        federation=_federation_config(r, values, in_data_dir),
     )
 
 

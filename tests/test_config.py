@@ -158,6 +158,18 @@ BAD_VALUES: dict[str, Any] = {
     "url_preview_ip_range_blacklist": ["10.0.0.0/33"],
     "max_spider_size": "ten megabytes",
     "url_preview_timeout": "soon",
+    "tls_certificate_path": "",
+    "tls_private_key_path": 3,
+    "federation_verify_certificates": "yes",
+    "federation_custom_ca_list": "/ca.pem",
+    "ip_range_blacklist": ["nope"],
+    "ip_range_whitelist": "127.0.0.1",
+    "federation_domain_whitelist": [""],
+    "trusted_key_servers": {"server_name": "x"},
+    "old_signing_keys": "ed25519:a",
+    "key_refresh_interval": "daily",
+    "federation": ["x"],
+    "allow_public_rooms_over_federation": "no",
 }
 
 
@@ -298,10 +310,31 @@ def test_listener_values() -> None:
     assert (b.port, b.tls, b.bind_addresses, b.resources) == (0, False, ("127.0.0.1",), ("client",))
 
 
-def test_tls_listeners_are_refused() -> None:
-    # Hearth has no TLS listener; accepting tls: true would silently serve plain HTTP.
+def test_tls_listener_needs_a_certificate() -> None:
+    # Without a certificate, accepting tls: true would silently serve plain HTTP.
     msg = error({"listeners": [dict(LISTENER, tls=True)]})
-    assert msg.startswith(f"{PATH}: 'listeners[0].tls': TLS listeners are not supported")
+    assert msg.startswith(f"{PATH}: 'listeners[0].tls': a TLS listener needs 'tls_certificate_path'")
+    c = parse({"listeners": [dict(LISTENER, tls=True)], "tls_certificate_path": "/x/cert.pem",
+               "tls_private_key_path": "/x/key.pem"})
+    assert c.listeners[0].tls and c.federation.tls_certificate_path == "/x/cert.pem"
+
+
+def test_federation_settings() -> None:
+    c = parse({"federation_custom_ca_list": ["/ca.pem"], "ip_range_whitelist": ["127.0.0.1"],
+               "trusted_key_servers": [{"server_name": "notary.example", "verify_keys": {"ed25519:a": "AAAA"}}],
+               "old_signing_keys": {"ed25519:old": {"key": "AAAA", "expired_ts": 5}},
+               "federation": {"destination_min_retry_interval": "2s", "destination_max_retry_interval": "10s"}})
+    f = c.federation
+    assert f.custom_ca_list == ("/ca.pem",) and f.ip_range_whitelist == ("127.0.0.1/32",)
+    assert "127.0.0.0/8" in f.ip_range_blacklist and f.min_retry_interval_ms == 2000
+    assert f.trusted_key_servers[0].verify_keys == {"ed25519:a": "AAAA"}
+    assert f.old_signing_keys == {"ed25519:old": ("AAAA", 5)}
+    assert parse({}).federation.trusted_key_servers == ()
+    assert "federation_custom_ca_list" in error({"federation_verify_certificates": False})
+    assert "'federation.retry'" in error({"federation": {"retry": 1}}) or "federation.retry" in error(
+        {"federation": {"retry": 1}})
+    assert "tls_private_key_path" in error({"tls_certificate_path": "/c.pem"})
+    assert "old_signing_keys.ed25519:x" in error({"old_signing_keys": {"ed25519:x": {"key": 1}}})
 
 
 def test_postgres_database_args_are_kept() -> None:
