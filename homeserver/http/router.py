@@ -15,6 +15,8 @@ Handler = Callable[..., Awaitable[tuple[int, Any]]]
 AUTH_NONE = "none"
 AUTH_REQUIRED = "required"
 AUTH_OPTIONAL = "optional"
+# Server-server requests: an X-Matrix signature from the origin server (req.origin).
+AUTH_FEDERATION = "federation"
 
 CLIENT_VERSIONS = ("v3", "r0")
 

@@ -6,7 +6,7 @@ import json
 import logging
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from urllib.parse import parse_qs, unquote
 
 from twisted.internet import defer
@@ -14,7 +14,7 @@ from twisted.web import resource, server
 
 from homeserver.http.errors import MatrixError, invalid_param, missing_param, too_large, unrecognized
 from homeserver.http.jsonbody import JsonObject, parse_json
-from homeserver.http.router import AUTH_NONE, AUTH_OPTIONAL, Router
+from homeserver.http.router import AUTH_FEDERATION, AUTH_NONE, AUTH_OPTIONAL, Router
 
 if TYPE_CHECKING:
     from homeserver.accounts.auth import Authenticator, Requester
@@ -73,6 +73,8 @@ class MatrixRequest(server.Request):
         self._received = False
         self.start_time = time.monotonic()
         self.requester: Requester | None = None
+        # The server that signed a federation request (routes with AUTH_FEDERATION).
+        self.origin: str | None = None
 
     def gotLength(self, length: int | None) -> None:
         # Called after the headers, before the body; the channel still holds the request path.
@@ -127,6 +129,8 @@ class HttpRequest:
         self._max_depth = max_depth
         self._args: dict[str, list[str]] | None = None
         self.requester: Requester | None = None
+        # The server that signed a federation request (routes with AUTH_FEDERATION).
+        self.origin: str | None = None
 
     @property
     def user_agent(self) -> str:
@@ -202,8 +206,11 @@ class MatrixResource(resource.Resource):
 
     def __init__(self, router: Router, authenticator: "Authenticator", ip_limiter: "RateLimiter",
                  *, x_forwarded: bool = False, max_json_depth: int = 100,
-                 resources: tuple[str, ...] | None = None) -> None:
+                 resources: tuple[str, ...] | None = None,
+                 federation_auth: "Callable[[HttpRequest], Awaitable[str]] | None" = None) -> None:
         super().__init__()
+        # Checks a request's X-Matrix signature and returns the origin server's name.
+        self.federation_auth = federation_auth
         self.router = router
         self.auth = authenticator
         self.ip_limiter = ip_limiter
@@ -265,7 +272,11 @@ class MatrixResource(resource.Resource):
             self.ip_limiter.check(req.ip)
         if raw.body_too_large:
             raise too_large()
-        if route.auth != AUTH_NONE:
+        if route.auth == AUTH_FEDERATION:
+            if self.federation_auth is None:
+                raise unrecognized(404, "Federation is not served here")
+            req.origin = await self.federation_auth(req)
+        elif route.auth != AUTH_NONE:
             token = self.auth.token_from_request(req)
             if token is not None or route.auth != AUTH_OPTIONAL:
                 req.requester = await self.auth.authenticate(
@@ -298,6 +309,8 @@ class MatrixResource(resource.Resource):
         who = "-"
         if raw.requester is not None:
             who = f"{raw.requester.user_id}/{raw.requester.device_id}"
+        elif req.origin is not None:
+            who = f"server:{req.origin}"
         uri = redact_uri(raw.uri.decode("ascii", "replace"))
         proto = raw.clientproto.decode("ascii", "replace").rsplit("/", 1)[-1]
         access_logger.info('%s - %s "%s %s HTTP/%s" %d %dB %.1fms "%s"%s', req.ip, who,
