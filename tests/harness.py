@@ -97,10 +97,12 @@ def base_config(engine: str, workdir: str, port: int) -> tuple[dict[str, Any], s
 class ServerProcess:
     """One homeserver process with its own config, database and log file."""
 
-    def __init__(self, engine: str, overrides: dict[str, Any] | None = None) -> None:
+    def __init__(self, engine: str, overrides: dict[str, Any] | None = None,
+                 port: int | None = None) -> None:
         self.engine = engine
         self.workdir = tempfile.mkdtemp(prefix=f"hearth-{engine}-")
-        self.port = free_port()
+        # ``port``: the client listener's port, when overrides (e.g. extra listeners) must name it.
+        self.port = port or free_port()
         self.config, self.pg_name = base_config(engine, self.workdir, self.port)
         for k, v in (overrides or {}).items():
             if v is None:
