@@ -118,6 +118,11 @@ class ReceiptService:
             event = parent.event
         return MAIN_THREAD
 
+    async def record_remote(self, user_id: str, room_id: str, receipt_type: str, row: EventRow,
+                            thread_id: str | None) -> None:
+        """A receipt another server sent for one of its users (federation checked membership)."""
+        await self._record(user_id, room_id, receipt_type, row, thread_id)
+
     async def _record(self, user_id: str, room_id: str, receipt_type: str, row: EventRow,
                       thread_id: str | None) -> None:
         stream_id = await self.store.upsert(room_id, receipt_type, user_id, thread_id,

@@ -47,6 +47,8 @@ class TypingService:
         self._room_pos: dict[str, int] = {}
         self._position = max(0, clock.time_msec())
         notifier.set_position("typing", self._position)
+        # async (room id, user id, typing, timeout ms): told of each accepted /typing call.
+        self.listeners: list[Any] = []
 
     # --- reading, for /sync ----------------------------------------------------------------------
 
@@ -89,10 +91,16 @@ class TypingService:
         membership = await self.events.get_membership(room_id, user_id)
         if membership is None or membership[0] != "join":
             raise MatrixError(403, "M_FORBIDDEN", "You are not joined to this room")
+        timeout_ms = min(max(timeout_ms, 0), MAX_TIMEOUT_MS)
         if typing:
-            await self._start(room_id, user_id, min(max(timeout_ms, 0), MAX_TIMEOUT_MS))
+            await self._start(room_id, user_id, timeout_ms)
         else:
             await self._stop(room_id, user_id)
+        for listener in self.listeners:
+            try:
+                await listener(room_id, user_id, typing, timeout_ms)
+            except Exception:
+                logger.exception("typing listener failed")
 
     async def _start(self, room_id: str, user_id: str, timeout_ms: int) -> None:
         typers = self._typing.setdefault(room_id, {})

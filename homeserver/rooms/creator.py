@@ -57,8 +57,12 @@ class EventCreator:
     async def create(self, *, room_id: str | None, room_version: str, event_type: str, sender: str,
                      content: Mapping[str, Any], state_key: str | None = None,
                      redacts: str | None = None, txn_key: str | None = None,
-                     new_room_creator: str | None = None) -> PersistedEvent:
-        """Build, authorise and persist one event. ``room_id`` None means a v12 create event."""
+                     new_room_creator: str | None = None,
+                     exchange: Callable[[Event], Awaitable[Event]] | None = None) -> PersistedEvent:
+        """Build, authorise and persist one event. ``room_id`` None means a v12 create event.
+
+        ``exchange`` sees the authorised event before it is stored and returns the event to
+        store: an invite of a remote user comes back countersigned by the invitee's server."""
         rv = get_room_version(room_version)
         async with self._lock:
             now = self.clock.time_msec()
@@ -102,6 +106,8 @@ class EventCreator:
                 check_auth(event, {e.key: e for e in auth_events}, create_event=create_event)
             except AuthError as e:
                 raise MatrixError(403, "M_FORBIDDEN", str(e)) from None
+            if exchange is not None:
+                event = await exchange(event)
 
             def persist(txn: Any) -> PersistedEvent:
                 if event_type == "m.room.create":
@@ -110,9 +116,68 @@ class EventCreator:
                 return self.store.persist_txn(txn, event, state_before=state, state_group_before=group,
                                               txn_key=txn_key, now=now)
             persisted = await self.store.db.run("persist_event", persist)
+        self._tell_listeners(persisted)
+        return persisted
+
+    def _tell_listeners(self, persisted: PersistedEvent) -> None:
         for listener in self.listeners:
             try:
                 listener(persisted)
             except Exception:
                 logger.exception("event listener failed for %s", persisted.event.event_id)
+
+    async def persist_external(self, event: Event, *, state_before: StateMap | None,
+                               outlier: bool = False, rejected_reason: str | None = None,
+                               soft_failed: bool = False, becomes_current: bool = True,
+                               new_current_state: StateMap | None = None,
+                               new_room: tuple[str, str] | None = None,
+                               notify: bool = True) -> PersistedEvent:
+        """Persist an event that was built elsewhere (received over federation, or a join
+        event signed by another server), under the same lock as local events so stream
+        orderings still commit in order. ``new_room`` (room version, creator) adds the rooms
+        row of a room this server has just joined. Listeners hear of timeline events only."""
+        async with self._lock:
+            existing = await self.store.get_event_row(event.event_id)
+            if existing is not None and not existing.outlier:
+                return PersistedEvent(existing.event, existing.stream_ordering,
+                                      existing.state_group_before, existing.state_group_after)
+
+            def persist(txn: Any) -> PersistedEvent:
+                if new_room is not None and not txn.query(
+                        "SELECT 1 FROM rooms WHERE room_id = ?", (event.room_id,)):
+                    self.store.store_room_txn(txn, event.room_id, new_room[0], new_room[1],
+                                              self.clock.time_msec())
+                if existing is not None:  # an outlier that now gets its place in the timeline
+                    self.store.delete_outlier_txn(txn, event.event_id)
+                return self.store.persist_txn(
+                    txn, event, state_before=state_before, state_group_before=None, outlier=outlier,
+                    now=self.clock.time_msec(), becomes_current=becomes_current,
+                    rejected_reason=rejected_reason, soft_failed=soft_failed,
+                    new_current_state=new_current_state)
+            persisted = await self.store.db.run("persist_external_event", persist)
+        if notify and not outlier and rejected_reason is None and not soft_failed:
+            self._tell_listeners(persisted)
         return persisted
+
+    async def persist_outliers(self, events: list[Event], new_room: tuple[str, str] | None = None
+                               ) -> None:
+        """Store events whose place in the room graph is not known yet (auth chains, state
+        from a join): kept for auth checks and /event, never in a timeline."""
+        async with self._lock:
+            known = await self.store.get_rows([e.event_id for e in events])
+
+            def persist(txn: Any) -> None:
+                if new_room is not None and events and not txn.query(
+                        "SELECT 1 FROM rooms WHERE room_id = ?", (events[0].room_id,)):
+                    self.store.store_room_txn(txn, events[0].room_id, new_room[0], new_room[1],
+                                              self.clock.time_msec())
+                for ev in events:
+                    if ev.event_id not in known:
+                        self.store.persist_txn(txn, ev, state_before=None, state_group_before=None,
+                                               outlier=True, now=self.clock.time_msec())
+            await self.store.db.run("persist_outliers", persist)
+
+    @property
+    def lock(self) -> defer.DeferredLock:
+        """Held while an event is created or persisted (stream orderings commit in order)."""
+        return self._lock

@@ -55,6 +55,9 @@ class RoomService:
         self.creator = creator
         self.profiles = profiles
         self.server_name = server_name
+        # federation/membership.RemoteMembership, when federation is on: joins, knocks and
+        # invite rejections through other servers, and invites of their users.
+        self.remote: Any = None
 
     async def room_version(self, room_id: str) -> str:
         rv = await self.store.get_room_version(room_id)
@@ -162,6 +165,14 @@ class RoomService:
             content: dict[str, Any] = {"membership": "invite"}
             if is_direct:
                 content["is_direct"] = True
+            if self.remote is not None and self._domain(user_id) != self.server_name:
+                try:
+                    await self.update_membership(room_id, creator, user_id, "invite",
+                                                 extra={"is_direct": True} if is_direct else None)
+                except MatrixError as e:
+                    logger.info("invite of %s to the new room %s failed: %s", user_id, room_id,
+                                e.message)
+                continue
             await state("m.room.member", content, user_id)
         if visibility == "public":
             await self.directory.set_public(room_id, True)
@@ -284,16 +295,74 @@ class RoomService:
             except MatrixError as e:
                 logger.info("profile change not sent to %s: %s", room_id, e.message)
 
+    def _domain(self, user_id: str) -> str:
+        return user_id.split(":", 1)[1] if ":" in user_id else ""
+
+    async def _needs_remote(self, room_id: str) -> bool:
+        """Whether this server must go through another one: it is not in the room (no
+        timeline here, or no local user joined any more)."""
+        if self.remote is None:
+            return False
+        if not await self.store.get_forward_extremities(room_id):
+            return True
+        joined = await self.store.get_members(room_id, ("join",))
+        return not any(self._domain(u) == self.server_name for u in joined)
+
+    async def _candidate_servers(self, room_id: str, user_id: str, servers: list[str]) -> list[str]:
+        out = list(servers)
+        current = await self.store.get_membership(room_id, user_id)
+        if current is not None and current[0] in ("invite", "knock"):
+            ev = (await self.store.get_events([current[1]])).get(current[1])
+            if ev is not None:
+                out.append(self._domain(ev.sender))
+        for member in await self.store.get_members(room_id, ("join",)):
+            out.append(self._domain(member))
+        if ":" in room_id:  # room ids before v12 name the server that created them
+            out.append(room_id.split(":", 1)[1])
+        return [s for s in dict.fromkeys(out) if s and s != self.server_name]
+
+    async def stripped_state(self, room_id: str) -> list[dict[str, Any]]:
+        """Spec "Stripped state": what an invitee sees of a room before joining."""
+        keys = [(t, "") for t in ("m.room.create", "m.room.join_rules", "m.room.canonical_alias",
+                                  "m.room.avatar", "m.room.name", "m.room.encryption",
+                                  "m.room.topic")]
+        events = await self.current_state_events(room_id, keys)
+        return [{"type": e.type, "state_key": e.state_key, "content": dict(e.content),
+                 "sender": e.sender} for e in events.values()]
+
     async def update_membership(self, room_id: str, sender: str, target: str, membership: str,
                                 reason: str | None = None, extra: Mapping[str, Any] | None = None,
-                                txn_key: str | None = None) -> PersistedEvent:
-        """join/invite/leave/ban/knock as the authorization rules allow; kick is leave of another."""
+                                txn_key: str | None = None, servers: list[str] | None = None
+                                ) -> PersistedEvent | None:
+        """join/invite/leave/ban/knock as the authorization rules allow; kick is leave of another.
+
+        ``servers`` are where to try a join or knock of a room this server is not in.
+        Returns None for a leave or knock sent through another server."""
         if not is_valid_user_id(target):
             raise MatrixError(400, "M_INVALID_PARAM", f"Invalid user id: {target!r}")
         content: dict[str, Any] = dict(extra or {})
         content["membership"] = membership
         if reason is not None:
             content["reason"] = reason
+        if target == sender and membership in ("join", "knock", "leave") \
+                and await self._needs_remote(room_id):
+            candidates = await self._candidate_servers(room_id, sender, servers or [])
+            if membership == "join" and candidates:
+                profile = await self.profiles.get_profile(sender)
+                for k in ("displayname", "avatar_url"):
+                    if isinstance(profile.get(k), str) and k not in content:
+                        content[k] = profile[k]
+                content.pop("membership")
+                return await self.remote.join(room_id, sender, candidates, content)
+            if membership in ("knock", "leave") and candidates and \
+                    not await self.store.get_forward_extremities(room_id):
+                content.pop("membership")
+                await self.remote.leave_or_knock(room_id, sender, candidates, membership, content)
+                return None
+            if await self.store.get_room_version(room_id) is None or \
+                    not await self.store.get_forward_extremities(room_id):
+                raise MatrixError(404, "M_NOT_FOUND", "No server to reach this room through; "
+                                  "give one with server_name/via")
         if membership == "join" and target == sender:
             profile = await self.profiles.get_profile(sender)
             for k in ("displayname", "avatar_url"):
@@ -306,5 +375,14 @@ class RoomService:
             current = await self.store.get_membership(room_id, target)
             if current and current[0] == "join":
                 raise MatrixError(403, "M_FORBIDDEN", f"{target} is already in the room")
+            if self.remote is not None and self._domain(target) != self.server_name:
+                stripped = await self.stripped_state(room_id)
+                rv = await self.room_version(room_id)
+
+                async def countersign(event: Any) -> Any:
+                    return await self.remote.invite_remote(event, stripped)
+                return await self.creator.create(
+                    room_id=room_id, room_version=rv, event_type="m.room.member", sender=sender,
+                    content=content, state_key=target, txn_key=txn_key, exchange=countersign)
         return await self.send(room_id, sender, "m.room.member", content, state_key=target,
                                txn_key=txn_key)

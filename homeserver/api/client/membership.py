@@ -25,6 +25,9 @@ class MembershipApi:
         self.directory = directory
         self.store = store
         self.serializer = serializer
+        self.server_name = rooms.server_name
+        # async (alias) -> (room id, servers), asking the alias's server; set with federation.
+        self.remote_alias: Any = None
 
     def register(self, router: Router) -> None:
         r = router.client
@@ -42,18 +45,30 @@ class MembershipApi:
         r("GET", "/rooms/{roomId}/joined_members", self.joined_members, allow_guest=True)
 
     async def _resolve(self, room_id_or_alias: str) -> str:
+        return (await self._resolve_with_servers(room_id_or_alias))[0]
+
+    async def _resolve_with_servers(self, room_id_or_alias: str) -> tuple[str, list[str]]:
         if room_id_or_alias.startswith("!"):
             check_room_id(room_id_or_alias)
-            return room_id_or_alias
+            return room_id_or_alias, []
         if room_id_or_alias.startswith("#"):
+            server = room_id_or_alias.split(":", 1)[1] if ":" in room_id_or_alias else ""
+            if server != self.server_name and self.remote_alias is not None:
+                return await self.remote_alias(room_id_or_alias)
             room_id = await self.directory.get_alias(room_id_or_alias)
             if room_id is None:
                 raise MatrixError(404, "M_NOT_FOUND", f"Room alias {room_id_or_alias} not found")
-            return room_id
+            return room_id, []
         raise MatrixError(400, "M_INVALID_PARAM", "Expected a room id or alias")
 
+    @staticmethod
+    def _via(req: HttpRequest) -> list[str]:
+        """Servers named by the client to join through (`via`, and the older `server_name`)."""
+        return [s for s in (req.args.get("via", []) + req.args.get("server_name", [])) if s]
+
     async def _membership(self, req: HttpRequest, room_id: str, membership: str,
-                          target: str | None = None, *, with_reason: bool = True) -> tuple[int, Any]:
+                          target: str | None = None, *, with_reason: bool = True,
+                          servers: list[str] | None = None) -> tuple[int, Any]:
         assert req.requester is not None
         body = req.json(allow_empty=True)
         reason = body.str("reason") if with_reason else None
@@ -63,26 +78,31 @@ class MembershipApi:
         extra = {}
         if membership == "invite" and body.bool("is_direct"):
             extra["is_direct"] = True
-        if await self.store.get_room_version(room_id) is None:
+        remote_possible = (self.remote_alias is not None and membership in ("join", "knock")
+                           and (servers or ":" in room_id))
+        if await self.store.get_room_version(room_id) is None and not remote_possible:
             raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
         await self.rooms.update_membership(room_id, req.requester.user_id, target, membership,
-                                           reason=reason, extra=extra)
+                                           reason=reason, extra=extra, servers=servers)
         return 200, ({"room_id": room_id} if membership in ("join", "knock") else {})
 
     async def join_by_id_or_alias(self, req: HttpRequest, roomIdOrAlias: str) -> tuple[int, Any]:
-        room_id = await self._resolve(roomIdOrAlias)
+        room_id, servers = await self._resolve_with_servers(roomIdOrAlias)
         assert req.requester is not None
-        return await self._membership(req, room_id, "join", req.requester.user_id)
+        return await self._membership(req, room_id, "join", req.requester.user_id,
+                                      servers=servers + self._via(req))
 
     async def join(self, req: HttpRequest, roomId: str) -> tuple[int, Any]:
         check_room_id(roomId)
         assert req.requester is not None
-        return await self._membership(req, roomId, "join", req.requester.user_id)
+        return await self._membership(req, roomId, "join", req.requester.user_id,
+                                      servers=self._via(req))
 
     async def knock(self, req: HttpRequest, roomIdOrAlias: str) -> tuple[int, Any]:
-        room_id = await self._resolve(roomIdOrAlias)
+        room_id, servers = await self._resolve_with_servers(roomIdOrAlias)
         assert req.requester is not None
-        return await self._membership(req, room_id, "knock", req.requester.user_id)
+        return await self._membership(req, room_id, "knock", req.requester.user_id,
+                                      servers=servers + self._via(req))
 
     async def invite(self, req: HttpRequest, roomId: str) -> tuple[int, Any]:
         check_room_id(roomId)

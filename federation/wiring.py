@@ -1,0 +1,175 @@
+"""Builds the federation side and hooks it into the rooms and ephemeral services.
+
+Called from homeserver/server.py (the composition root); kept here so that file stays a list
+of constructors. Outgoing: every event our users create goes into the per-destination queues
+of the servers in its room (federation/sender.py); typing and receipts go as EDUs.
+Incoming: federation/api.py's routes, signed requests checked by federation/auth.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Mapping
+from urllib.parse import quote
+
+from twisted.internet import defer
+
+from crypto.keys import SigningKey
+from federation.api import FederationApi
+from federation.auth import XMatrixAuthenticator
+from federation.client import AddressPolicy, FederationClient, WellKnownFetcher
+from federation.discovery import ServerResolver
+from federation.edus import EduBridge
+from federation.event_handler import FederationEventHandler
+from federation.keyring import Keyring
+from federation.keys_api import KeysApi
+from federation.membership import RemoteMembership
+from federation.sender import FederationSender
+from federation.server_visibility import ServerVisibility, server_of
+from federation.tls import client_tls_policy
+from homeserver.config import Config
+from homeserver.http.errors import MatrixError
+from homeserver.http.router import Router
+from homeserver.http.site import HttpRequest
+from homeserver.media.fetch import IpBlacklist
+from homeserver.rooms.creator import EventCreator
+from homeserver.rooms.service import RoomService
+from storage.database import Database
+from storage.events import EventStore, PersistedEvent
+from storage.federation_events import FederationEventStore
+from storage.federation_queue import FederationQueueStore
+from storage.server_keys import ServerKeyStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Federation:
+    client: FederationClient
+    keyring: Keyring
+    sender: FederationSender
+    handler: FederationEventHandler
+    api: FederationApi
+    membership: RemoteMembership
+    authenticator: XMatrixAuthenticator
+    edus: EduBridge
+    fed_store: FederationEventStore
+
+    async def start(self) -> None:
+        await self.sender.start()
+
+    async def stop(self) -> None:
+        await self.sender.stop()
+        await self.client.close()
+
+
+def build_federation(config: Config, db: Database, clock: Any, signing_key: SigningKey,
+                     router: Router, events: EventStore, creator: EventCreator,
+                     rooms: RoomService, resolve_state: Any, directory: Any, profiles: Any,
+                     accounts: Any) -> Federation:
+    fc = config.federation
+    policy = client_tls_policy(fc.custom_ca_list)
+    addresses = AddressPolicy(IpBlacklist(fc.ip_range_blacklist),
+                              IpBlacklist(fc.ip_range_whitelist) if fc.ip_range_whitelist else None)
+    from twisted.names import client as dns_client
+    resolver = ServerResolver(clock.reactor, clock=clock, dns_resolver=dns_client.createResolver(),
+                              http_get_wellknown=WellKnownFetcher(clock.reactor, policy, addresses))
+    client = FederationClient(clock.reactor, clock, config.server_name, signing_key, resolver,
+                              policy, IpBlacklist(fc.ip_range_blacklist),
+                              IpBlacklist(fc.ip_range_whitelist) if fc.ip_range_whitelist else None,
+                              fc.client_timeout_ms)
+
+    async def fetch_json(method: str, destination: str, path: str, body: dict | None) -> Any:
+        return await client.request_json(method, destination, path,
+                                         body=body if method != "GET" else None)
+    keyring = Keyring(ServerKeyStore(db), clock, fetch_json, config.server_name, signing_key, fc)
+    KeysApi(keyring, clock).register(router)
+    authenticator = XMatrixAuthenticator(keyring, config.server_name, clock, fc.domain_whitelist)
+
+    async def send_transaction(destination: str, txn_id: str, body: dict[str, Any]) -> Any:
+        return await client.put_json(destination, f"/_matrix/federation/v1/send/{quote(txn_id, safe='')}",
+                                     body)
+
+    async def get_pdu_json(event_ids: list[str]) -> Mapping[str, Mapping[str, Any]]:
+        rows = await events.get_rows(event_ids)
+        return {eid: dict(r.event.pdu) for eid, r in rows.items()}
+    sender = FederationSender(FederationQueueStore(db), clock, send_transaction,
+                              config.server_name, fc, get_pdu_json)
+    handler = FederationEventHandler(events, creator, client, keyring.verify_event_signatures,
+                                     resolve_state, config.server_name)
+    fed_store = FederationEventStore(db, events)
+    visibility = ServerVisibility(events)
+    api = FederationApi(config.server_name, signing_key, events, fed_store, creator, handler,
+                        visibility, rooms._restricted_join_authoriser, clock)
+    api.register(router)
+    membership = RemoteMembership(config.server_name, signing_key, events, fed_store, creator,
+                                  handler, client, clock)
+    rooms.remote = membership
+    edus = EduBridge(config.server_name, events, sender, clock)
+    fed = Federation(client, keyring, sender, handler, api, membership, authenticator, edus,
+                     fed_store)
+
+    async def on_invite(origin: str, event: Any, stripped: list[Any]) -> None:
+        await membership.record_remote_membership(event, event.room_version, stripped)
+        await sender.wake(origin)
+    api.on_invite = on_invite
+
+    def send_out(persisted: PersistedEvent) -> None:
+        """Queue our users' events for every other server in the room."""
+        ev = persisted.event
+        if server_of(ev.sender) != config.server_name:
+            return
+
+        async def queue() -> None:
+            servers = await visibility.servers_in_room(ev.room_id)
+            if ev.type == "m.room.member" and ev.state_key:
+                servers.add(server_of(ev.state_key))  # the kicked, banned or invited user's server
+            await sender.send_pdu(ev.event_id, servers)
+        defer.ensureDeferred(queue()).addErrback(
+            lambda f: logger.error("queueing %s for federation failed: %s", ev.event_id,
+                                   f.getTraceback()))
+    creator.listeners.append(send_out)
+
+    async def query_directory(req: HttpRequest) -> Any:
+        alias = req.query("room_alias", required=True)
+        assert alias is not None
+        room_id = await directory.get_alias(alias)
+        if room_id is None:
+            raise MatrixError(404, "M_NOT_FOUND", f"Room alias {alias} not found")
+        servers = sorted(await visibility.servers_in_room(room_id) | {config.server_name})
+        return {"room_id": room_id, "servers": servers}
+
+    async def query_profile(req: HttpRequest) -> Any:
+        user_id = req.query("user_id", required=True)
+        assert user_id is not None
+        if server_of(user_id) != config.server_name:
+            raise MatrixError(400, "M_INVALID_PARAM", f"{user_id} is not a user of this server")
+        field = req.query("field")
+        profile = await profiles.get_profile(user_id)
+        if not profile and await accounts.get_user(user_id) is None:
+            raise MatrixError(404, "M_NOT_FOUND", "Profile not found")
+        if field is not None:
+            if field not in ("displayname", "avatar_url"):
+                return {}
+            return {field: profile[field]} if profile.get(field) is not None else {}
+        return {k: v for k, v in profile.items() if v is not None}
+    api.query_handlers["directory"] = query_directory
+    api.query_handlers["profile"] = query_profile
+
+    async def remote_alias(alias: str) -> tuple[str, list[str]]:
+        server = alias.split(":", 1)[1]
+        try:
+            body = await client.get_json(server, "/_matrix/federation/v1/query/directory",
+                                         args={"room_alias": alias})
+        except Exception as e:  # noqa: BLE001
+            if getattr(e, "status", None) == 404:
+                raise MatrixError(404, "M_NOT_FOUND", f"Room alias {alias} not found") from None
+            raise MatrixError(502, "M_UNKNOWN", f"Could not ask {server} about {alias}: {e}") from None
+        room_id = body.get("room_id") if isinstance(body, dict) else None
+        if not isinstance(room_id, str):
+            raise MatrixError(502, "M_UNKNOWN", f"{server} gave no room for {alias}")
+        servers = [s for s in body.get("servers", []) if isinstance(s, str)]
+        return room_id, [server] + servers
+    fed.remote_alias = remote_alias  # type: ignore[attr-defined]
+    return fed
