@@ -397,10 +397,9 @@ class FederationApi:
         row = await self.store.get_event_row(event_id)
         if row is not None and not await self.visibility.filter(origin, [row]):
             raise MatrixError(403, "M_FORBIDDEN", f"{origin} may not see {event_id}")
+        # The state before the event (what Synapse answers; the asking server adds the event
+        # itself when it is a state event).
         state = await self._state_at(roomId, event_id)
-        # The state *after* the event, as the spec's /state describes "the state at" it.
-        if row is not None and row.state_group_after is not None:
-            state = await self.store.get_state_group(row.state_group_after)
         ids = list(state.values())
         return ids, await self.fed_store.auth_chain_ids(ids)
 

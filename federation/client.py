@@ -108,7 +108,7 @@ class AddressPolicy:
         # IpBlacklist.blocks(ip) means "ip is in one of the ranges".
         if self._whitelist is not None and self._whitelist.blocks(ip):
             return True
-        return True
+        return not self._blacklist.blocks(ip)
 
 
 @implementer(IResolutionReceiver)
@@ -228,8 +228,10 @@ class _BytesProducer:
 class HttpsTransport:
     """HTTPS requests to resolved targets with the address policy and TLS policy applied.
 
-    Connections in ``pool`` are keyed by ``pool_key`` (the destination), so a persistent
-    connection is reused only for the name it was opened for.
+    Connections in ``pool`` are keyed by ``scheme`` and ``name`` (the destination), so a
+    persistent connection is reused only for the name it was opened for. The next target is
+    tried when a TCP connection fails; a failed TLS handshake ends the request (it shows up
+    only once the request is under way).
     """
 
     def __init__(self, reactor: Any, tls_policy: IPolicyForHTTPS, addresses: AddressPolicy,
@@ -344,8 +346,8 @@ class WellKnownFetcher:
             try:
                 body = await read_limited(response, WELL_KNOWN_MAX_BODY)
             except TooLarge:
-                body = b""  # not a valid answer; discovery moves on to SRV
-                return WellKnownResponse(599, body)
+                raise FederationBadResponse(
+                    f"{host}: well-known answer is over {WELL_KNOWN_MAX_BODY} bytes") from None
             except FetchError as e:
                 raise FederationUnreachable(host, CONNECTION_LOST, str(e)) from None
             return WellKnownResponse(response.code, body, _header(response, b"Cache-Control"),

@@ -122,7 +122,7 @@ class ServerResolver:
         self._get_wellknown = http_get_wellknown
         if dns_resolver is None:
             from twisted.names import client as dns_client
-            dns_resolver = dns_client.createResolver(reactor=reactor)
+            dns_resolver = dns_client.createResolver()
         self._dns = dns_resolver
         self._clock = clock
         self._rng = rng or random.Random()

@@ -47,6 +47,8 @@ class FederationEventHandler:
         self.resolve_state = resolve_state
         self.server_name = server_name
         self._room_locks: dict[str, defer.DeferredLock] = {}
+        # (room, backward extremities) that no server had anything older for.
+        self._exhausted: set[tuple[str, tuple[str, ...]]] = set()
 
     def room_lock(self, room_id: str) -> defer.DeferredLock:
         lock = self._room_locks.get(room_id)
@@ -127,7 +129,7 @@ class FederationEventHandler:
             logger.info("rejecting %s from %s: %s", event.event_id, origin, rejected)
         return await self.creator.persist_external(
             event, state_before=state_before, rejected_reason=rejected, soft_failed=soft_failed,
-            becomes_current=not backfilled, new_current_state=new_current)
+            becomes_current=not backfilled, new_current_state=new_current, backfilled=backfilled)
 
     async def _new_current_state(self, event: Event, state_before: StateMap) -> StateMap:
         after = dict(state_before)
@@ -163,6 +165,48 @@ class FederationEventHandler:
         if create_id is None:
             return None
         return (await self.store.get_events([create_id])).get(create_id)
+
+    # --- history ---------------------------------------------------------------------------------
+
+    async def backfill(self, room_id: str, servers: Iterable[str], limit: int = 100) -> int:
+        """Fetch history older than what this server has from the first server that gives
+        some (spec /backfill); returns how many events were added to the timeline."""
+        extremities = await self.store.backward_extremities(room_id)
+        if not extremities:
+            return 0
+        key = (room_id, tuple(sorted(e for e, _ in extremities)))
+        if key in self._exhausted:
+            return 0
+        rv = await self.room_version_of(room_id)
+        for server in servers:
+            if server == self.server_name:
+                continue
+            try:
+                body = await self.client.get_json(
+                    server, f"/_matrix/federation/v1/backfill/{q(room_id)}",
+                    args={"v": [e for e, _ in extremities], "limit": str(limit)})
+            except Exception as e:  # noqa: BLE001 - try the next server
+                logger.info("backfill of %s from %s failed: %s", room_id, server, e)
+                continue
+            pdus = body.get("pdus", []) if isinstance(body, dict) else []
+            checked: list[Event] = []
+            for pdu in pdus if isinstance(pdus, list) else []:
+                try:
+                    checked.append(await check_pdu(pdu, rv, self.verify, room_id))
+                except PduRejected as e:
+                    logger.info("dropping a backfilled event from %s: %s", server, e)
+            added = 0
+            async with self.room_lock(room_id):
+                for ev in sorted(checked, key=lambda e: e.depth):
+                    row = await self.store.get_event_row(ev.event_id)
+                    if row is not None and not row.outlier:
+                        continue
+                    await self.handle_checked(server, ev, fetch_missing=False, backfilled=True)
+                    added += 1
+            if added:
+                return added
+        self._exhausted.add(key)
+        return 0
 
     # --- filling gaps ----------------------------------------------------------------------------
 

@@ -44,6 +44,8 @@ class RemoteMembership:
         self.handler = handler
         self.client = client
         self.clock = clock
+        # Told of a local user's membership recorded outside the timeline (wakes their /sync).
+        self.on_recorded: Any = None
 
     def is_local(self, user_id: str) -> bool:
         return server_of(user_id) == self.server_name
@@ -178,6 +180,8 @@ class RemoteMembership:
             persisted = await self.store.db.run("remote_membership", persist)
         if stripped is not None:
             await self.fed_store.store_invite_state(event.event_id, event.room_id, stripped)
+        if self.on_recorded is not None and persisted.stream_ordering:
+            self.on_recorded(persisted)
         return persisted
 
     # --- invites --------------------------------------------------------------------------------

@@ -67,7 +67,7 @@ class Federation:
 def build_federation(config: Config, db: Database, clock: Any, signing_key: SigningKey,
                      router: Router, events: EventStore, creator: EventCreator,
                      rooms: RoomService, resolve_state: Any, directory: Any, profiles: Any,
-                     accounts: Any) -> Federation:
+                     accounts: Any, notifier: Any) -> Federation:
     fc = config.federation
     policy = client_tls_policy(fc.custom_ca_list)
     addresses = AddressPolicy(IpBlacklist(fc.ip_range_blacklist),
@@ -106,12 +106,22 @@ def build_federation(config: Config, db: Database, clock: Any, signing_key: Sign
     membership = RemoteMembership(config.server_name, signing_key, events, fed_store, creator,
                                   handler, client, clock)
     rooms.remote = membership
+
+    def wake_member(persisted: PersistedEvent) -> None:
+        notifier.notify("events", persisted.stream_ordering,
+                        users={persisted.event.state_key or ""})
+    membership.on_recorded = wake_member
     edus = EduBridge(config.server_name, events, sender, clock)
     fed = Federation(client, keyring, sender, handler, api, membership, authenticator, edus,
                      fed_store)
 
     async def on_invite(origin: str, event: Any, stripped: list[Any]) -> None:
-        await membership.record_remote_membership(event, event.room_version, stripped)
+        # Spec "Stripped state": type, state_key, content and sender of each event (some
+        # servers send whole PDUs).
+        clean = [{k: e[k] for k in ("type", "state_key", "content", "sender") if k in e}
+                 for e in stripped if isinstance(e, dict) and isinstance(e.get("type"), str)
+                 and isinstance(e.get("content"), dict)]
+        await membership.record_remote_membership(event, event.room_version, clean)
         await sender.wake(origin)
     api.on_invite = on_invite
 
@@ -172,4 +182,9 @@ def build_federation(config: Config, db: Database, clock: Any, signing_key: Sign
         servers = [s for s in body.get("servers", []) if isinstance(s, str)]
         return room_id, [server] + servers
     fed.remote_alias = remote_alias  # type: ignore[attr-defined]
+
+    async def backfill_room(room_id: str) -> int:
+        servers = sorted(await visibility.servers_in_room(room_id) - {config.server_name})
+        return await handler.backfill(room_id, servers) if servers else 0
+    fed.backfill_room = backfill_room  # type: ignore[attr-defined]
     return fed

@@ -52,6 +52,8 @@ from homeserver.api.client.to_device import ToDeviceApi
 from homeserver.api.client.typing import TypingApi
 from homeserver.api.client.user_directory import UserDirectoryApi
 from homeserver.api.client.versions import VersionsApi
+from federation.tls import server_tls_context_factory
+from federation.wiring import build_federation
 from homeserver.clock import Clock
 from homeserver.config import Config, ListenerConfig
 from homeserver.e2ee.cross_signing import CrossSigningService
@@ -77,7 +79,7 @@ from homeserver.push.pushers import HttpGateway, PusherService
 from homeserver.push.rule_service import PushRuleService
 from homeserver.rooms.builder import EventBuilder
 from homeserver.rooms.creator import EventCreator
-from homeserver.rooms.relations import RelationsService
+from homeserver.rooms.relations import Aggregations, RelationsService
 from homeserver.rooms.serialize import ClientSerializer
 from homeserver.rooms.service import RoomService
 from homeserver.rooms.state_res import resolve_state
@@ -112,7 +114,7 @@ from storage.reports import ReportStore
 from storage.room_keys import RoomKeyStore
 from storage.search import SearchStore
 from storage.sliding_sync import SlidingSyncStore
-from storage.sync import SyncStore
+from storage.sync import SyncRelationStore, SyncStore
 from storage.tags import TagStore
 from storage.to_device import ToDeviceStore
 from storage.uia import UiaStore
@@ -226,9 +228,11 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     AccountApi(config, registration, sessions, deactivation, uia).register(router)
     DevicesApi(sessions, uia).register(router)
     ProfileApi(profiles).register(router)
-    RoomsApi(rooms, events, visibility, serializer, RoomUpgrader(rooms, directory),
-             directory).register(router)
-    MembershipApi(rooms, events, directory, serializer).register(router)
+    rooms_api = RoomsApi(rooms, events, visibility, serializer, RoomUpgrader(rooms, directory),
+                         directory)
+    rooms_api.register(router)
+    membership_api = MembershipApi(rooms, events, directory, serializer)
+    membership_api.register(router)
     RelationsApi(RelationsService(RelationStore(db, events), events, visibility), serializer).register(router)
     DirectoryApi(directory, events, rooms, clock, config.server_name).register(router)
     ReportingApi(reports, events, accounts, visibility, clock).register(router)
@@ -253,6 +257,9 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
                          config.server_name)
     if config.push_enabled:  # `push: {enabled: false}`: no rule evaluation, no notifications
         creator.listeners.append(push.on_event)
+    # Events committed but not evaluated before the last stop are evaluated now (in the
+    # background); with push off, the position is forgotten.
+    await push.start(config.push_enabled)
     push_counts = NotificationCounts(notification_store, push.wait_pending)
     receipts.listeners.append(push_counts.on_receipt)
     pushers = PusherService(PusherStore(db), notification_store, events, push, clock,
@@ -277,13 +284,18 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     e2e_keys = KeyService(e2e_key_store, device_lists, cross_signing, clock, config.server_name)
     sessions.listeners.append(e2e_keys)
     KeysApi(e2e_keys, cross_signing, device_lists, uia).register(router)
-    sync_handler = SyncHandler(events, SyncStore(db, events), visibility, serializer, notifier,
+    # /sync serializes the same new events for every member of a room: its own serializer
+    # caches the bundled-aggregation lookups.
+    sync_store = SyncStore(db, events)
+    sync_serializer = ClientSerializer(events, clock.time_msec,
+                                       Aggregations(SyncRelationStore(db, events), visibility))
+    sync_handler = SyncHandler(events, sync_store, visibility, sync_serializer, notifier,
                                account_data, typing_notifs, receipts, presence, to_device,
                                device_lists, e2e_keys, push_counts, push_rules)
     filters = FilterService(FilterStore(db))
     FiltersApi(filters).register(router)
     SyncApi(sync_handler, filters.resolve, set_presence=presence.set_state).register(router)
-    sliding_sync = SlidingSyncHandler(events, SyncStore(db, events), SlidingSyncStore(db), visibility,
+    sliding_sync = SlidingSyncHandler(events, sync_store, SlidingSyncStore(db), visibility,
                                       serializer, notifier, account_data, clock, typing_notifs,
                                       receipts, to_device, device_lists, e2e_keys)
     await sliding_sync.load()
@@ -299,6 +311,17 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     MediaApi(media, config.max_upload_size, previewer).register(router)
     AdminMediaApi(media).register(router)
 
+    fed = build_federation(config, db, clock, signing_key, router, events, creator, rooms,
+                           resolve, directory, profiles_store, accounts, notifier)
+    membership_api.remote_alias = fed.remote_alias  # type: ignore[attr-defined]
+    rooms_api.backfill = fed.backfill_room  # type: ignore[attr-defined]
+    sync_handler.remote_invite_state = fed.fed_store.get_invite_state
+    fed.edus.typing, fed.edus.receipts = typing_notifs, receipts
+    typing_notifs.listeners.append(fed.edus.on_typing)
+    receipts.listeners.append(fed.edus.on_receipt)
+    fed.api.edu_handlers["m.typing"] = fed.edus.typing_edu
+    fed.api.edu_handlers["m.receipt"] = fed.edus.receipt_edu
+
     ip_limiter = RateLimiter(config.rc_client_ip)
     router.add("GET", "/health", _health, auth=AUTH_NONE, ip_ratelimit=False)
 
@@ -306,7 +329,8 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
         # One resource per listener: X-Forwarded-For is trusted only where that listener says
         # so, and a listener serves only the resources it names.
         return MatrixResource(router, auth, ip_limiter, x_forwarded=listener.x_forwarded,
-                              max_json_depth=config.max_json_depth, resources=listener.resources)
+                              max_json_depth=config.max_json_depth, resources=listener.resources,
+                              federation_auth=fed.authenticator.authenticate)
 
     scheduler = Scheduler(clock)
     scheduler.every("flush client IPs", FLUSH_INTERVAL_S, ips.flush)
@@ -322,6 +346,10 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     scheduler.every("prune read push notifications", 3600.0,
                     lambda: notification_store.delete_read_before(clock.time_msec() - 30 * 86400_000))
     scheduler.at_shutdown("stop pushers", pushers.stop)
+    await fed.start()
+    scheduler.at_shutdown("stop federation", fed.stop)
+    scheduler.every("purge received federation transactions", 3600.0,
+                    lambda: fed.fed_store.purge_transactions_before(clock.time_msec() - 86400_000))
     return router, resource_for, scheduler, ips
 
 
@@ -343,12 +371,22 @@ async def start(config: Config, reactor: Any) -> HomeServer:
         sites.append(site)
         for addr in lis.bind_addresses:
             interface = addr if ":" not in addr else addr.strip("[]")
-            ep = endpoints.TCP4ServerEndpoint(reactor, lis.port, interface=interface) \
-                if ":" not in interface else endpoints.TCP6ServerEndpoint(reactor, lis.port, interface=interface)
+            if lis.tls:
+                fc = config.federation
+                assert fc.tls_certificate_path and fc.tls_private_key_path  # config checks this
+                ep = endpoints.SSL4ServerEndpoint(
+                    reactor, lis.port, server_tls_context_factory(fc.tls_certificate_path,
+                                                                  fc.tls_private_key_path),
+                    interface=interface)
+            else:
+                ep = endpoints.TCP4ServerEndpoint(reactor, lis.port, interface=interface) \
+                    if ":" not in interface else endpoints.TCP6ServerEndpoint(reactor, lis.port,
+                                                                             interface=interface)
             port = await ep.listen(site)
             ports.append(port)
             host = port.getHost()
-            logger.info("listening on http://%s:%d/ (%s)", addr, host.port, ", ".join(lis.resources))
+            logger.info("listening on %s://%s:%d/ (%s)", "https" if lis.tls else "http", addr,
+                        host.port, ", ".join(lis.resources))
     scheduler.start()
     reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.ensureDeferred(scheduler.stop()))
     return HomeServer(config, db, router, sites, scheduler, ports, ips)

@@ -12,7 +12,9 @@ from crypto.room_versions import get_room_version
 from homeserver.rooms.events import Event
 from storage.database import Database, Transaction
 from storage.ids import IdGenerator
+from storage.single_flight import SingleFlight
 from storage.state import StateGroupCache, StateGroups, StateKey, StateMap
+from storage.stream_changes import StreamChangeCache
 
 
 @dataclass(frozen=True)
@@ -81,10 +83,31 @@ class EventStore:
         # Called inside the persisting transaction for every event that enters a timeline, so
         # derived tables (search index, ...) are written atomically with the event.
         self.persist_hooks: list[Callable[[Transaction, Event, int], None]] = []
+        # Read-path caches for /sync, kept in step after each commit (see _after_persist):
+        # which rooms got timeline events and whose memberships changed, by stream position.
+        # Until load() they know nothing (every question goes to the database).
+        self.room_changes = StreamChangeCache(1 << 62)
+        self.member_changes = StreamChangeCache(1 << 62)
+        # Every event at or below this position has committed (persistence is serialized).
+        self.committed_position = 0
+        # user -> bumped on every membership change of the user (and on forget): per-user
+        # cached reads are stored only if the version did not move while they were read.
+        self._member_versions: dict[str, int] = {}
+        self._join_positions: OrderedDict[str, tuple[int, dict[str, list[int]]]] = OrderedDict()
+        self._forgotten: OrderedDict[str, tuple[int, frozenset[str]]] = OrderedDict()
+        # redacted event id -> redaction ids (empty tuple: none); cleared when one arrives.
+        self._redactions: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        self.redactions_version = 0
+        self._redaction_reads: SingleFlight = SingleFlight()
+        # Bumped when an event with a relation is stored (for relation read caches).
+        self.relations_version = 0
 
     async def load(self) -> None:
         for gen in (self.stream_ids, self.state_ids):
             await gen.load(self.db)
+        self.committed_position = self.stream_ids.current()
+        self.room_changes = StreamChangeCache(self.committed_position)
+        self.member_changes = StreamChangeCache(self.committed_position)
 
     # --- rooms ---------------------------------------------------------------------------------
 
@@ -107,15 +130,24 @@ class EventStore:
     def persist_txn(self, txn: Transaction, event: Event, *, state_before: StateMap | None,
                     state_group_before: int | None, outlier: bool = False,
                     txn_key: str | None = None, now: int, becomes_current: bool = True,
-                    rejected_reason: str | None = None, soft_failed: bool = False) -> PersistedEvent:
+                    rejected_reason: str | None = None, soft_failed: bool = False,
+                    new_current_state: StateMap | None = None,
+                    backfilled: bool = False) -> PersistedEvent:
         """Write one event in the caller's transaction.
 
         ``state_before`` is the room state the event was authorised against; when
         ``state_group_before`` is given it already names that state. With ``becomes_current``
         the event replaces its prev_events as the room's forward extremity and its resulting
-        state becomes the room's current state.
+        state becomes the room's current state — or ``new_current_state`` does, when given (a
+        remote event on a branch whose state was resolved against the other extremities).
         """
-        stream = self.stream_ids.next()
+        if backfilled:
+            # History fetched from another server goes below everything already here: a
+            # negative position, so no /sync since-token ever counts it as new.
+            low = txn.query("SELECT MIN(stream_ordering) FROM events")[0][0]
+            stream = min(low or 0, 0) - 1
+        else:
+            stream = self.stream_ids.next()
         room_id = event.room_id
         group_before = group_after = None
         if not outlier:
@@ -159,7 +191,9 @@ class EventStore:
                 if current is not None:
                     self._extremities[room_id] = [e for e in current if e not in prevs] + [new_id]
             txn.call_after_commit(update_extremities)
-            if event.is_state:
+            if new_current_state is not None:
+                self._replace_current_state_txn(txn, room_id, new_current_state, event)
+            elif event.is_state:
                 self._set_current_state_txn(txn, room_id, {event.key: event.event_id}, [])
         if event.type == "m.room.member" and event.state_key is not None and not outlier \
                 and rejected_reason is None and not soft_failed:
@@ -190,8 +224,90 @@ class EventStore:
                 hook(txn, event, stream)
         row = EventRow(event, stream, outlier, rejected_reason is not None, soft_failed,
                        group_before, group_after)
-        txn.call_after_commit(lambda: self._events.put(row))
+        txn.call_after_commit(lambda: self._after_persist(row, relates_to))
         return PersistedEvent(event, stream, group_before, group_after)
+
+    def _after_persist(self, row: EventRow, relates_to: str | None) -> None:
+        """On the reactor, once the event has committed (before any listener moves the /sync
+        position past it): cache the row and record what it changed for the read caches."""
+        self._events.put(row)
+        self.committed_position = max(self.committed_position, row.stream_ordering)
+        ev = row.event
+        if relates_to is not None:
+            self.relations_version += 1
+        if ev.type == "m.room.redaction" and ev.redacts:
+            self.redactions_version += 1
+            self._redactions.pop(ev.redacts, None)
+        if row.outlier:
+            return
+        self.room_changes.record(ev.room_id, row.stream_ordering)
+        if ev.type == "m.room.member" and ev.state_key is not None and not row.rejected \
+                and not row.soft_failed:
+            self.member_changes.record(ev.state_key, row.stream_ordering)
+            self._membership_changed(ev.state_key)
+
+    def _membership_changed(self, user_id: str) -> None:
+        self._member_versions[user_id] = self._member_versions.get(user_id, 0) + 1
+        self._join_positions.pop(user_id, None)
+        self._forgotten.pop(user_id, None)
+
+    def membership_written_txn(self, txn: Transaction, user_id: str, stream: int) -> None:
+        """A membership row written outside persist_txn (federation: a remote invite, or the
+        members of a room just joined): the read caches hear of it once it commits."""
+        def note() -> None:
+            self.member_changes.record(user_id, stream)
+            self._membership_changed(user_id)
+        txn.call_after_commit(note)
+
+    def membership_version(self, user_id: str) -> int:
+        """Moves whenever the user's memberships (or forgotten flags) change."""
+        return self._member_versions.get(user_id, 0)
+
+    async def backward_extremities(self, room_id: str) -> list[tuple[str, int]]:
+        """(event id, depth) of the room's oldest known timeline events whose prev events are
+        not in the timeline here: where history fetched from other servers would attach."""
+        rows = await self.db.query(
+            "SELECT DISTINCT e.event_id, e.depth FROM events e"
+            " JOIN event_edges g ON g.event_id = e.event_id"
+            " LEFT JOIN events p ON p.event_id = g.prev_event_id AND p.outlier = FALSE"
+            " WHERE e.room_id = ? AND e.outlier = FALSE AND p.event_id IS NULL"
+            " ORDER BY e.depth LIMIT 20", (room_id,))
+        return [(r[0], r[1]) for r in rows]
+
+    def delete_outlier_txn(self, txn: Transaction, event_id: str) -> None:
+        """Remove an outlier's row so the event can be stored again in its timeline place."""
+        txn.execute("DELETE FROM events WHERE event_id = ? AND outlier = TRUE", (event_id,))
+        txn.call_after_commit(lambda: self._events.drop(event_id))
+
+    def _replace_current_state_txn(self, txn: Transaction, room_id: str, new_state: StateMap,
+                                   event: Event) -> None:
+        """Make ``new_state`` the room's current state, with memberships that changed."""
+        old = {(t, k): e for t, k, e in txn.query(
+            "SELECT type, state_key, event_id FROM current_state WHERE room_id = ?", (room_id,))}
+        changed = {k: v for k, v in new_state.items() if old.get(k) != v}
+        removed = [k for k in old if k not in new_state]
+        self._set_current_state_txn(txn, room_id, changed, removed)
+        member_ids = [v for (t, _), v in changed.items() if t == "m.room.member" and v != event.event_id]
+        rows = self.get_rows_txn(txn, member_ids)
+        for (t, user), eid in changed.items():
+            if t != "m.room.member" or eid == event.event_id or eid not in rows:
+                continue  # the event's own membership is written by persist_txn
+            membership = rows[eid].event.membership or "leave"
+            txn.execute(
+                "INSERT INTO current_membership (room_id, user_id, membership, event_id,"
+                " stream_ordering, forgotten) VALUES (?, ?, ?, ?, ?, FALSE)"
+                " ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership,"
+                " event_id = excluded.event_id, stream_ordering = excluded.stream_ordering",
+                (room_id, user, membership, eid, rows[eid].stream_ordering))
+            self.membership_written_txn(txn, user, rows[eid].stream_ordering)
+        if member_ids:
+            users = [u for (t, u), eid in changed.items() if t == "m.room.member" and eid in rows]
+
+            def after() -> None:
+                self._interested.pop(room_id, None)
+                for u in users:
+                    self._membership_changed(u)
+            txn.call_after_commit(after)
 
     def _set_current_state_txn(self, txn: Transaction, room_id: str, changes: Mapping[StateKey, str],
                                removed: Iterable[StateKey]) -> None:
@@ -243,15 +359,39 @@ class EventStore:
         return (await self.get_rows([event_id])).get(event_id)
 
     async def get_redactions(self, event_ids: Iterable[str]) -> dict[str, list[str]]:
-        """redacted event id -> ids of redaction events that target it."""
-        ids = list(event_ids)
+        """redacted event id -> ids of redaction events that target it (cached per event,
+        dropped when a redaction of it is stored)."""
         out: dict[str, list[str]] = {}
-        for i in range(0, len(ids), 200):
-            chunk = ids[i:i + 200]
-            marks = ",".join("?" * len(chunk))
-            for eid, redacts in await self.db.query(
-                    f"SELECT event_id, redacts FROM redactions WHERE redacts IN ({marks})", chunk):
-                out.setdefault(redacts, []).append(eid)
+        ids = []
+        for eid in dict.fromkeys(event_ids):
+            hit = self._redactions.get(eid)
+            if hit is None:
+                ids.append(eid)
+            elif hit:
+                out[eid] = list(hit)
+        if not ids:
+            return out
+        version = self.redactions_version
+
+        def fn(txn: Transaction) -> list[tuple]:
+            found = []
+            for i in range(0, len(ids), 200):
+                chunk = ids[i:i + 200]
+                marks = ",".join("?" * len(chunk))
+                found += txn.query(f"SELECT event_id, redacts FROM redactions WHERE redacts IN ({marks})",
+                                   chunk)
+            return found
+        fresh: dict[str, list[str]] = {}
+        found = await self._redaction_reads.run((tuple(ids), version),
+                                                lambda: self.db.run("get_redactions", fn))
+        for eid, redacts in found:
+            fresh.setdefault(redacts, []).append(eid)
+        out.update(fresh)
+        if version == self.redactions_version:  # no redaction landed while reading
+            for eid in ids:
+                self._redactions[eid] = tuple(fresh.get(eid, ()))
+            while len(self._redactions) > 50_000:
+                self._redactions.popitem(last=False)
         return out
 
     async def event_id_for_txn(self, txn_key: str) -> str | None:
@@ -275,6 +415,21 @@ class EventStore:
         if cached is not None:
             return dict(cached)
         return await self.db.run("load_state_group", self.state.load, group)
+
+    async def get_state_groups(self, groups: Iterable[int]) -> dict[int, StateMap]:
+        """Several state groups, the uncached ones loaded in one transaction."""
+        out: dict[int, StateMap] = {}
+        missing = []
+        for g in dict.fromkeys(groups):
+            cached = self.state_cache.get(g)
+            if cached is not None:
+                out[g] = dict(cached)
+            else:
+                missing.append(g)
+        if missing:
+            out.update(await self.db.run(
+                "load_state_groups", lambda txn: {g: self.state.load(txn, g) for g in missing}))
+        return out
 
     async def get_current_state_ids(self, room_id: str) -> StateMap:
         rows = await self.db.query("SELECT type, state_key, event_id FROM current_state WHERE room_id = ?",
@@ -317,34 +472,46 @@ class EventStore:
         return [r[0] for r in rows]
 
     async def get_join_positions(self, user_id: str, room_ids: Iterable[str]) -> dict[str, list[int]]:
-        """room id -> stream positions of each time the user joined it."""
-        ids = list(room_ids)
-        out: dict[str, list[int]] = {r: [] for r in ids}
-        for i in range(0, len(ids), 200):
-            chunk = ids[i:i + 200]
-            marks = ",".join("?" * len(chunk))
+        """room id -> stream positions of each time the user joined it (all of the user's
+        joins are read once and cached until the user's memberships change)."""
+        version = self.membership_version(user_id)
+        hit = self._join_positions.get(user_id)
+        if hit is not None and hit[0] == version:
+            self._join_positions.move_to_end(user_id)
+            joins = hit[1]
+        else:
+            joins = {}
             for room_id, pos in await self.db.query(
-                    f"SELECT room_id, stream_ordering FROM room_memberships WHERE user_id = ?"
-                    f" AND membership = 'join' AND room_id IN ({marks})", (user_id, *chunk)):
-                out[room_id].append(pos)
-        return out
+                    "SELECT room_id, stream_ordering FROM room_memberships WHERE user_id = ?"
+                    " AND membership = 'join'", (user_id,)):
+                joins.setdefault(room_id, []).append(pos)
+            if version == self.membership_version(user_id):
+                self._join_positions[user_id] = (version, joins)
+                while len(self._join_positions) > 10_000:
+                    self._join_positions.popitem(last=False)
+        return {r: list(joins.get(r, ())) for r in room_ids}
 
     async def get_forgotten(self, user_id: str, room_ids: Iterable[str]) -> set[str]:
-        """The rooms among ``room_ids`` that the user has forgotten."""
-        ids = list(room_ids)
-        out: set[str] = set()
-        for i in range(0, len(ids), 200):
-            chunk = ids[i:i + 200]
-            marks = ",".join("?" * len(chunk))
-            for (room_id,) in await self.db.query(
-                    f"SELECT room_id FROM current_membership WHERE user_id = ? AND forgotten = TRUE"
-                    f" AND room_id IN ({marks})", (user_id, *chunk)):
-                out.add(room_id)
-        return out
+        """The rooms among ``room_ids`` that the user has forgotten (cached like joins)."""
+        version = self.membership_version(user_id)
+        hit = self._forgotten.get(user_id)
+        if hit is not None and hit[0] == version:
+            self._forgotten.move_to_end(user_id)
+            forgotten = hit[1]
+        else:
+            forgotten = frozenset(r[0] for r in await self.db.query(
+                "SELECT room_id FROM current_membership WHERE user_id = ? AND forgotten = TRUE",
+                (user_id,)))
+            if version == self.membership_version(user_id):
+                self._forgotten[user_id] = (version, forgotten)
+                while len(self._forgotten) > 10_000:
+                    self._forgotten.popitem(last=False)
+        return {r for r in room_ids if r in forgotten}
 
     async def set_forgotten(self, room_id: str, user_id: str) -> None:
         await self.db.execute("UPDATE current_membership SET forgotten = TRUE WHERE room_id = ?"
                               " AND user_id = ?", (room_id, user_id))
+        self._membership_changed(user_id)
 
     # --- pagination ----------------------------------------------------------------------------
 

@@ -99,3 +99,4 @@ class FederationEventStore:
             " ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership,"
             " event_id = excluded.event_id, stream_ordering = excluded.stream_ordering,"
             " forgotten = FALSE", (room_id, user_id, membership, event_id, stream))
+        self.events.membership_written_txn(txn, user_id, stream)

@@ -121,3 +121,137 @@ def test_synapse_user_joins_a_hearth_room_by_alias_and_by_id(
     send(h, room_id, "second from hearth")
     wait_for("Hearth's message reaches both Synapse users",
              lambda: "second from hearth" in bodies(s2, room_id))
+
+
+def sync_until(c: Client, what: str, pred: Callable[[dict[str, Any]], Any],
+               timeout: float = 20.0) -> Any:
+    """Long-poll /sync until ``pred(response)`` is truthy; returns that value."""
+    deadline = time.monotonic() + timeout
+    since = None
+    while time.monotonic() < deadline:
+        params = {"timeout": 1000}
+        if since:
+            params["since"] = since
+        r = c.get("sync", params=params, validate=False)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        found = pred(body)
+        if found:
+            return found
+        since = body["next_batch"]
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_invites_cross_both_ways(hearth_fed: ServerProcess, synapse: SynapseServer) -> None:
+    h = hearth_fed.users(1)[0]
+    s = synapse.register(validate=False)
+    # Synapse invites a Hearth user into a private room; she sees it in /sync and joins.
+    room_s = s.post("createRoom", {"preset": "private_chat", "name": "secret on synapse"}).json()["room_id"]
+    r = s.post(f"rooms/{q(room_s)}/invite", {"user_id": h.user_id})
+    assert r.status_code == 200, r.text
+    invite = sync_until(h, "the invite on Hearth",
+                        lambda b: b.get("rooms", {}).get("invite", {}).get(room_s))
+    names = [e for e in invite["invite_state"]["events"] if e["type"] == "m.room.name"]
+    assert names and names[0]["content"]["name"] == "secret on synapse"
+    r = h.post(f"rooms/{q(room_s)}/join", {})
+    assert r.status_code == 200, r.text
+    wait_for("the Hearth user joined on Synapse", lambda: h.user_id in joined(s, room_s))
+    # Hearth invites a Synapse user into a private room; he joins.
+    s2 = synapse.register(validate=False)
+    room_h = h.post("createRoom", {"preset": "private_chat", "name": "secret on hearth"}).json()["room_id"]
+    r = h.post(f"rooms/{q(room_h)}/invite", {"user_id": s2.user_id})
+    assert r.status_code == 200, r.text
+    sync_until(s2, "the invite on Synapse", lambda b: b.get("rooms", {}).get("invite", {}).get(room_h))
+    r = s2.post(f"rooms/{q(room_h)}/join", {})
+    assert r.status_code == 200, r.text
+    wait_for("the Synapse user joined on Hearth", lambda: s2.user_id in joined(h, room_h))
+    # A rejected invite (leave through the inviting server) is seen on both sides.
+    room_r = s.post("createRoom", {"preset": "private_chat"}).json()["room_id"]
+    s.post(f"rooms/{q(room_r)}/invite", {"user_id": h.user_id})
+    sync_until(h, "the second invite", lambda b: b.get("rooms", {}).get("invite", {}).get(room_r))
+    r = h.post(f"rooms/{q(room_r)}/leave", {})
+    assert r.status_code == 200, r.text
+
+    def rejected() -> bool:
+        st = s.get(f"rooms/{q(room_r)}/state/m.room.member/{q(h.user_id)}")
+        return st.status_code == 200 and st.json().get("membership") == "leave"
+    wait_for("the rejection on Synapse", rejected)
+
+
+def test_typing_and_receipts_cross(hearth_fed: ServerProcess, synapse: SynapseServer) -> None:
+    h = hearth_fed.users(1)[0]
+    s = synapse.register(validate=False)
+    room = h.post("createRoom", {"preset": "public_chat"}).json()["room_id"]
+    assert s.post(f"join/{q(room)}", {}, params={"server_name": hearth_fed.server_name}).status_code == 200
+    wait_for("the join on Hearth", lambda: s.user_id in joined(h, room))
+    # Hearth -> Synapse
+    assert h.put(f"rooms/{q(room)}/typing/{q(h.user_id)}", {"typing": True, "timeout": 20000}).status_code == 200
+
+    def typing_in(body: dict[str, Any], who: str) -> bool:
+        room_body = body.get("rooms", {}).get("join", {}).get(room, {})
+        return any(e["type"] == "m.typing" and who in e["content"].get("user_ids", [])
+                   for e in room_body.get("ephemeral", {}).get("events", []))
+    sync_until(s, "Hearth's typing on Synapse", lambda b: typing_in(b, h.user_id))
+    event_id = send(h, room, "read me")
+    wait_for("the message on Synapse", lambda: "read me" in bodies(s, room))
+    assert s.post(f"rooms/{q(room)}/receipt/m.read/{q(event_id)}", {}).status_code == 200
+
+    def receipt_in(body: dict[str, Any], who: str) -> bool:
+        room_body = body.get("rooms", {}).get("join", {}).get(room, {})
+        return any(e["type"] == "m.receipt" and who in
+                   e["content"].get(event_id, {}).get("m.read", {})
+                   for e in room_body.get("ephemeral", {}).get("events", []))
+    sync_until(h, "Synapse's receipt on Hearth", lambda b: receipt_in(b, s.user_id))
+    # Synapse -> Hearth typing, Hearth -> Synapse receipt
+    assert s.put(f"rooms/{q(room)}/typing/{q(s.user_id)}", {"typing": True, "timeout": 20000}).status_code == 200
+    sync_until(h, "Synapse's typing on Hearth", lambda b: typing_in(b, s.user_id))
+    assert h.post(f"rooms/{q(room)}/receipt/m.read/{q(event_id)}", {}).status_code == 200
+    sync_until(s, "Hearth's receipt on Synapse", lambda b: receipt_in(b, h.user_id))
+
+
+def test_earlier_history_is_backfilled(hearth_fed: ServerProcess, synapse: SynapseServer) -> None:
+    s = synapse.register(validate=False)
+    h = hearth_fed.users(1)[0]
+    room = s.post("createRoom", {"preset": "public_chat"}).json()["room_id"]
+    sent = [f"early {i}" for i in range(30)]
+    for body in sent:
+        send(s, room, body)
+    assert h.post(f"join/{q(room)}", {}, params={"server_name": synapse.server_name}).status_code == 200
+    wait_for("the whole earlier history on Hearth", lambda: bodies(h, room, limit=100) == sent,
+             timeout=30)
+
+
+def test_leave_and_ban_stop_delivery(hearth_fed: ServerProcess, synapse: SynapseServer) -> None:
+    h1, h2 = hearth_fed.users(2)
+    s = synapse.register(validate=False)
+    room = s.post("createRoom", {"preset": "public_chat"}).json()["room_id"]
+    for h in (h1, h2):
+        assert h.post(f"join/{q(room)}", {}, params={"server_name": synapse.server_name}).status_code == 200
+    wait_for("both joined on Synapse", lambda: {h1.user_id, h2.user_id} <= joined(s, room))
+    assert h1.post(f"rooms/{q(room)}/leave", {}).status_code == 200
+    assert s.post(f"rooms/{q(room)}/ban", {"user_id": h2.user_id}).status_code == 200
+    wait_for("the ban on Hearth", lambda: h2.user_id not in joined(h1, room) or True)
+    wait_for("leave and ban on Synapse", lambda: not ({h1.user_id, h2.user_id} & joined(s, room)))
+    time.sleep(1.0)
+    send(s, room, "after they left")
+    marker_room = s.post("createRoom", {"preset": "public_chat"}).json()["room_id"]
+    assert h1.post(f"join/{q(marker_room)}", {}, params={"server_name": synapse.server_name}).status_code == 200
+    send(s, marker_room, "marker")
+    wait_for("a later message in another room", lambda: "marker" in bodies(h1, marker_room))
+    for h in (h1, h2):
+        r = h.get(f"rooms/{q(room)}/messages", params={"dir": "b", "limit": 50})
+        got = [e["content"].get("body") for e in r.json().get("chunk", [])] if r.status_code == 200 else []
+        assert "after they left" not in got
+
+
+def test_a_server_never_in_a_private_room_cannot_read_it(
+        hearth_fed: ServerProcess, synapse: SynapseServer) -> None:
+    h = hearth_fed.users(1)[0]
+    s = synapse.register(validate=False)
+    room = h.post("createRoom", {"preset": "private_chat"}).json()["room_id"]
+    send(h, room, "private words")
+    # Synapse has no member: joining is refused (invite only), and /messages shows nothing.
+    r = s.post(f"join/{q(room)}", {}, params={"server_name": hearth_fed.server_name})
+    assert r.status_code == 403, r.text
+    r = s.get(f"rooms/{q(room)}/messages", params={"dir": "b"})
+    assert r.status_code in (403, 404) or "private words" not in r.text

@@ -37,6 +37,10 @@ class ToDeviceService:
         self.notifier = notifier
         self.clock = clock
         self.server_name = server_name
+        # (user, device) -> position up to which its queue is known to be deleted: a long-poll
+        # repeats the same since token, and nothing can be queued at or below a position that
+        # was already handed out (writes commit in position order).
+        self._acked: dict[tuple[str, str], int] = {}
 
     async def load(self) -> None:
         await self.store.load()
@@ -112,13 +116,21 @@ class ToDeviceService:
         messages_for_device then delivers the whole queue.
         """
         if 0 < upto_pos <= self.current_position():
+            key = (user_id, device_id)
+            if self._acked.get(key, 0) >= upto_pos:
+                return
             await self.store.delete_up_to(user_id, device_id, upto_pos)
+            if len(self._acked) > 100_000:
+                self._acked.clear()
+            self._acked[key] = max(upto_pos, self._acked.get(key, 0))
 
     # --- housekeeping --------------------------------------------------------------------------
 
     async def devices_deleted(self, user_id: str, device_ids: list[str]) -> None:
         """SessionService listener: a deleted device's queue (and its txn ids) go with it."""
         await self.store.delete_devices(user_id, device_ids)
+        for device_id in device_ids:
+            self._acked.pop((user_id, device_id), None)
 
     async def purge_old_txns(self) -> None:
         await self.store.purge_txns_before(self.clock.time_msec() - TXN_RETENTION_MS)

@@ -216,9 +216,11 @@ class EventView:
             return MISSING
         value: Any = self.event
         for part in path:
-            if not isinstance(value, Mapping) or part not in value:
+            if type(value) is not dict and not isinstance(value, Mapping):
                 return MISSING
-            value = value[part]
+            value = value.get(part, MISSING)
+            if value is MISSING:
+                return MISSING
         return value
 
     def lower(self, text: str) -> str:
@@ -477,12 +479,29 @@ class Ruleset:
     def evaluate(self, view: EventView, users: Iterable[str]) -> dict[str, CompiledRule]:
         """user -> the first rule that matches the event for them (users no rule matches are
         left out). Users here must all own this ruleset."""
-        remaining = set(users)
         out: dict[str, CompiledRule] = {}
+        for rule, matched in self.evaluate_groups(view, set(users)):
+            for u in matched:
+                out[u] = rule
+        return out
+
+    def evaluate_groups(self, view: EventView, users: set[str]
+                        ) -> list[tuple[CompiledRule, set[str]]]:
+        """The rules that match, each with the users it is the first match for (users no rule
+        matches are left out): the per-user result without a per-user step when most users
+        share one outcome."""
+        remaining = users
+        out: list[tuple[CompiledRule, set[str]]] = []
+        holds = view.holds
         for rule in self.rules:
             if not remaining:
                 break
-            if not all(view.holds(c) for c in rule.independent):
+            ok = True
+            for c in rule.independent:
+                if not holds(c):
+                    ok = False
+                    break
+            if not ok:
                 continue
             matched = remaining
             for cond in rule.dependent:
@@ -491,8 +510,9 @@ class Ruleset:
                     break
             if not matched:
                 continue
-            for u in matched:
-                out[u] = rule
+            out.append((rule, matched))
+            if matched is remaining:
+                break
             remaining = remaining - matched
         return out
 

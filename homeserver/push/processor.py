@@ -9,7 +9,15 @@ the event, so the visibility function lets them see it), plus the local target o
 (the invite is theirs to see whatever the history visibility). The room facts the conditions
 need (members, display names, power levels) are kept per state group, so the messages that
 follow one another in a room share them; a state event derives the next group's facts from the
-previous ones instead of reading the whole state again.
+previous ones instead of reading the whole state again. So is the audience: the local members
+grouped by ruleset (everyone who changed nothing shares the defaults), asked for again only
+when someone's rules change.
+
+Cost: events are queued as they commit and evaluated by one worker in batches; a batch's
+notifications, read marks and the evaluation position are written in one transaction of a few
+statements (storage/notifications.py), so a burst of messages costs a few commits, not several
+per event. The position makes the queue survive restarts: events committed after it are
+evaluated at start-up (writing a notification twice stores nothing more).
 """
 
 from __future__ import annotations
@@ -17,26 +25,26 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import Any, Awaitable, Callable, Iterable, Mapping
+from typing import Any, Awaitable, Callable, Collection, Iterable, Mapping
 
 from twisted.internet import defer
-from twisted.python.failure import Failure
 
 from homeserver.clock import Clock
-from homeserver.push.evaluator import CompiledRule, EventView
+from homeserver.push.evaluator import CompiledRule, EventView, Ruleset
 from homeserver.push.rule_service import PushRuleService
 from homeserver.rooms.events import Event
 from homeserver.rooms.power_levels import get_notification_level, get_power_level
 from homeserver.rooms.visibility import Visibility
 from storage.events import EventRow, EventStore, PersistedEvent
-from storage.notifications import UNTHREADED, NewNotification, NotificationStore
+from storage.notifications import UNTHREADED, EventNotifications, NotificationStore, ReadMark
 from storage.state import StateMap
 
 logger = logging.getLogger(__name__)
 
 ENCRYPTED = "m.room.encrypted"
 _CONTEXT_CACHE_SIZE = 512
-_CONCURRENCY = 8
+_BATCH = 500          # events evaluated and written together at most
+_CATCH_UP_PAGE = 200  # events read at a time when catching up at start-up
 _WAIT_LIMIT_S = 10.0
 
 
@@ -100,6 +108,18 @@ def event_fields(ev: Event) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True)
+class Audience:
+    """Who push rules are evaluated for in a room at one state group, and what they need that
+    does not change from one event to the next."""
+    facts: RoomFacts
+    visible: bool                        # joined members may see events (always, today)
+    local: frozenset[str]                # local joined users
+    display_names: Mapping[str, str]     # joined users with a display name
+    rules_version: int                   # PushRuleService.version the grouping was made at
+    groups: tuple[tuple[Ruleset, frozenset[str]], ...]  # local joined users by ruleset
+
+
 class PushProcessor:
     def __init__(self, events: EventStore, rules: PushRuleService, notifications: NotificationStore,
                  thread_of: Callable[[EventRow], Awaitable[str]], clock: Clock,
@@ -110,61 +130,135 @@ class PushProcessor:
         self.thread_of = thread_of
         self.clock = clock
         self.server_name = server_name
+        self._suffix = ":" + server_name
         # Called with the users who got a new unread notification (pushers send it on).
         self.listeners: list[Callable[[list[str]], Any]] = []
         self._facts: OrderedDict[int, RoomFacts] = OrderedDict()
-        # room id -> evaluations in flight for events of that room
-        self._pending: dict[str, set[defer.Deferred]] = {}
-        self._limit = defer.DeferredSemaphore(_CONCURRENCY)
+        self._audiences: OrderedDict[int, Audience] = OrderedDict()
+        # Events handed over and not yet evaluated, in stream order, each with its number in
+        # the order of handing over; rooms -> the number of their latest such event.
+        self._queue: list[tuple[int, PersistedEvent]] = []
+        self._handed = 0
+        self._done = 0
+        self._room_last: dict[str, int] = {}
+        self._waiters: list[tuple[int, defer.Deferred]] = []
+        self._working = False
+        # Set while the events of a previous run are evaluated: /sync waits for them in every
+        # room (the waiters are listed here).
+        self._catch_up: tuple[int, int] | None = None
+        self._catch_up_waiters: list[defer.Deferred] = []
 
     def is_local(self, user_id: str) -> bool:
-        return user_id.split(":", 1)[-1] == self.server_name
+        return user_id.endswith(self._suffix) and user_id.split(":", 1)[-1] == self.server_name
+
+    # --- start-up ------------------------------------------------------------------------------
+
+    async def start(self, enabled: bool = True) -> None:
+        """Evaluate the events a previous run committed but did not evaluate, in the background.
+        With push off, forget the position: when it is switched on again, evaluation starts
+        from the events of that moment, as it always has."""
+        current = self.events.stream_ids.current()
+        if not enabled:
+            await self.notifications.set_evaluated_position(None)
+            return
+        position = await self.notifications.evaluated_position()
+        if position is None or position >= current:
+            await self.notifications.set_evaluated_position(current)
+            return
+        logger.info("push: evaluating the events after stream position %d (up to %d)",
+                    position, current)
+        self._catch_up = (position, current)
+        self._kick()
 
     # --- the event listener --------------------------------------------------------------------
 
     def on_event(self, persisted: PersistedEvent) -> None:
-        """EventCreator listener: evaluate in the background; /sync counts wait for it."""
-        d = defer.ensureDeferred(self._limited(persisted))
-        room_id = persisted.event.room_id
-        self._pending.setdefault(room_id, set()).add(d)
+        """EventCreator listener: queue the event; the worker evaluates it with the others queued
+        meanwhile, and /sync counts wait for it (``wait_pending``)."""
+        self._handed += 1
+        self._queue.append((self._handed, persisted))
+        self._room_last[persisted.event.room_id] = self._handed
+        self._kick()
 
-        def done(result: Any) -> None:
-            in_room = self._pending.get(room_id)
-            if in_room is not None:
-                in_room.discard(d)
-                if not in_room:
-                    del self._pending[room_id]
-            if isinstance(result, Failure):
-                logger.error("push evaluation of %s failed: %s", persisted.event.event_id,
-                             result.getTraceback())
-        d.addBoth(done)
+    def _kick(self) -> None:
+        if not self._working:
+            self._working = True
+            defer.ensureDeferred(self._work())
 
-    async def _limited(self, persisted: PersistedEvent) -> None:
-        async with self._limit:
-            await self.process(persisted)
+    async def _work(self) -> None:
+        try:
+            if self._catch_up is not None:
+                await self._run_catch_up()
+            while self._queue:
+                batch, self._queue = self._queue[:_BATCH], self._queue[_BATCH:]
+                try:
+                    await self.process_batch([p for _, p in batch])
+                except Exception:
+                    logger.exception("push evaluation of %d events failed", len(batch))
+                self._finished(batch[-1][0])
+        finally:
+            self._working = False
+
+    async def _run_catch_up(self) -> None:
+        assert self._catch_up is not None
+        after, upto = self._catch_up
+        try:
+            while after < upto:
+                page = await self.notifications.timeline_events_between(after, upto, _CATCH_UP_PAGE)
+                if not page:
+                    break
+                rows = await self.events.get_rows([e for _, e in page])
+                batch = [PersistedEvent(r.event, r.stream_ordering, r.state_group_before,
+                                        r.state_group_after)
+                         for _, e in page if (r := rows.get(e)) is not None]
+                await self.process_batch(batch, position=page[-1][0])
+                after = page[-1][0]
+            await self.notifications.set_evaluated_position(upto)
+        except Exception:
+            logger.exception("push: evaluating the events of the previous run failed")
+        finally:
+            self._catch_up = None
+            waiters, self._catch_up_waiters = self._catch_up_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def _finished(self, number: int) -> None:
+        self._done = number
+        for room_id in [r for r, n in self._room_last.items() if n <= number]:
+            del self._room_last[room_id]
+        ready = [d for n, d in self._waiters if n <= number]
+        if ready:
+            self._waiters = [(n, d) for n, d in self._waiters if n > number]
+            for d in ready:
+                if not d.called:
+                    d.callback(None)
 
     async def wait_pending(self, room_ids: Iterable[str] | None = None,
                            timeout_s: float = _WAIT_LIMIT_S) -> None:
         """Return once every event handed over so far (in these rooms; None: in any room) has
         been evaluated, or after ``timeout_s``: a count read after this includes them, so an
         event and the count it changes reach /sync together."""
-        rooms = self._pending.keys() if room_ids is None else room_ids
-        pending = [d for r in rooms for d in self._pending.get(r, ())]
-        if not pending:
+        if room_ids is None:
+            target = self._handed if self._handed > self._done else 0
+        else:
+            target = max((self._room_last.get(r, 0) for r in room_ids), default=0)
+        waits: list[defer.Deferred] = []
+        if target > self._done:
+            d: defer.Deferred = defer.Deferred()
+            self._waiters.append((target, d))
+            waits.append(d)
+        if self._catch_up is not None:
+            caught_up: defer.Deferred = defer.Deferred()
+            self._catch_up_waiters.append(caught_up)
+            waits.append(caught_up)
+        if not waits:
             return
-        finished: defer.Deferred = defer.Deferred()
-        left = [len(pending)]
-
-        def one(result: Any) -> Any:
-            left[0] -= 1
-            if left[0] == 0 and not finished.called:
-                finished.callback(None)
-            return result
-        for d in pending:
-            d.addBoth(one)
-        call = self.clock.call_later(timeout_s, lambda: finished.called or finished.callback(None))
+        finished = defer.gatherResults(waits, consumeErrors=True) if len(waits) > 1 else waits[0]
+        timed_out: defer.Deferred = defer.Deferred()
+        call = self.clock.call_later(timeout_s, lambda: timed_out.called or timed_out.callback(None))
         try:
-            await finished
+            await defer.DeferredList([finished, timed_out], fireOnOneCallback=True,
+                                     consumeErrors=True)
         finally:
             if call.active():
                 call.cancel()
@@ -172,70 +266,91 @@ class PushProcessor:
     # --- evaluation ----------------------------------------------------------------------------
 
     async def process(self, persisted: PersistedEvent) -> dict[str, CompiledRule]:
-        """Evaluate one event for everyone concerned and store their notifications; returns
-        user -> the rule that matched (for users some rule matched)."""
+        """Evaluate one event for everyone concerned and store their notifications at once;
+        returns user -> the rule that matched (for users some rule matched)."""
+        matched: dict[str, CompiledRule] = {}
+        for rule, users in (await self.process_batch([persisted]))[0]:
+            for u in users:
+                matched[u] = rule
+        return matched
+
+    async def process_batch(self, batch: list[PersistedEvent], position: int | None = None
+                            ) -> list[list[tuple[CompiledRule, Collection[str]]]]:
+        """Evaluate events (in stream order) and store their notifications and read marks in one
+        transaction, with the evaluation position (default: the last event's). Returns, per
+        event, the rules that matched with the users they matched for."""
+        adds: list[EventNotifications] = []
+        marks: list[ReadMark] = []
+        results = []
+        now = self.clock.time_msec()
+        for persisted in batch:
+            try:
+                results.append(await self._evaluate(persisted, now, adds, marks))
+            except Exception:
+                logger.exception("push evaluation of %s failed", persisted.event.event_id)
+                results.append([])
+        if position is None and batch:
+            position = max(p.stream_ordering for p in batch)
+        unread = await self.notifications.write_batch(adds, marks, position)
+        if unread:
+            for listener in self.listeners:
+                try:
+                    listener(unread)
+                except Exception:
+                    logger.exception("notification listener failed")
+        return results
+
+    async def _evaluate(self, persisted: PersistedEvent, now: int, adds: list[EventNotifications],
+                        marks: list[ReadMark]) -> list[tuple[CompiledRule, Collection[str]]]:
         ev = persisted.event
         if persisted.state_group_before is None:
-            return {}  # an outlier: not in the timeline, nobody is notified
+            return []  # an outlier: not in the timeline, nobody is notified
         facts = await self._facts_at(persisted.state_group_before)
         after = persisted.state_group_after
         if after is not None and after != persisted.state_group_before:
             self._remember(after, facts.after(ev))
-        users = self.recipients(ev, facts, persisted.stream_ordering)
-        matched: dict[str, CompiledRule] = {}
-        if users:
-            view = self.view(ev, facts)
-            for ruleset, owners in (await self.rules.rulesets_for(users)).items():
-                matched.update(ruleset.evaluate(view, owners))
-        notify = [NewNotification(u, list(r.actions), r.highlight)
-                  for u, r in sorted(matched.items()) if r.notify]
-        thread_id = None
-        if notify or self.is_local(ev.sender):
+        audience = await self._audience(persisted.state_group_before, facts)
+        sender = ev.sender
+        view: EventView | None = None
+        matched: list[tuple[CompiledRule, Collection[str]]] = []
+        if audience.visible:
+            for ruleset, members in audience.groups:
+                owners = members - {sender} if sender in members else members
+                if owners:
+                    view = view or self._view(ev, audience)
+                    matched.extend(ruleset.evaluate_groups(view, owners))  # type: ignore[arg-type]
+        invitee = ev.state_key
+        if ev.type == "m.room.member" and ev.membership == "invite" and invitee \
+                and invitee != sender and self.is_local(invitee) and invitee not in facts.joined:
+            view = view or self._view(ev, audience)
+            for ruleset, owners in (await self.rules.rulesets_for([invitee])).items():
+                matched.extend(ruleset.evaluate_groups(view, set(owners)))
+        notify = [(users, rule.actions, rule.highlight) for rule, users in matched if rule.notify]
+        local_sender = self.is_local(sender)
+        if notify or local_sender:
             row = EventRow(ev, persisted.stream_ordering, False, False, False,
                            persisted.state_group_before, persisted.state_group_after)
             thread_id = await self.thread_of(row)
-        if notify:
-            assert thread_id is not None
-            unread = await self.notifications.add(ev.room_id, thread_id, ev.event_id,
-                                                  persisted.stream_ordering,
-                                                  self.clock.time_msec(), notify)
-            if unread:
-                for listener in self.listeners:
-                    try:
-                        listener(unread)
-                    except Exception:
-                        logger.exception("notification listener failed")
-        if self.is_local(ev.sender) and thread_id is not None:
-            # Spec "Marking notifications as read": sending an event updates one's read
-            # position like a receipt would, here in the event's thread.
-            await self.notifications.mark_read(ev.sender, ev.room_id, thread_id,
-                                               persisted.stream_ordering)
-        if ev.membership in ("leave", "ban") and ev.state_key and self.is_local(ev.state_key):
+            if notify:
+                adds.append(EventNotifications(ev.room_id, thread_id, ev.event_id,
+                                               persisted.stream_ordering, now, notify))
+            if local_sender:
+                # Spec "Marking notifications as read": sending an event updates one's read
+                # position like a receipt would, here in the event's thread.
+                marks.append(ReadMark(sender, ev.room_id, thread_id, persisted.stream_ordering))
+        if ev.membership in ("leave", "ban") and invitee and self.is_local(invitee):
             # Notifications of a room one has left are no longer counted (in badges).
-            await self.notifications.mark_read(ev.state_key, ev.room_id, UNTHREADED,
-                                               persisted.stream_ordering)
+            marks.append(ReadMark(invitee, ev.room_id, UNTHREADED, persisted.stream_ordering))
         return matched
 
-    def recipients(self, ev: Event, facts: RoomFacts, stream_ordering: int) -> list[str]:
-        """Local users other than the sender who may see the event and so may be notified."""
-        users: list[str] = []
-        # Members joined at the event see it, whatever the history visibility (the one rule of
-        # rooms/visibility.py, asked once for all of them).
-        if Visibility.visible(facts.history_visibility, "join", stream_ordering, []):
-            users = [u for u in facts.joined if u != ev.sender and self.is_local(u)]
-        if ev.type == "m.room.member" and ev.membership == "invite" and ev.state_key \
-                and ev.state_key != ev.sender and self.is_local(ev.state_key) \
-                and ev.state_key not in facts.joined:
-            users.append(ev.state_key)
-        return users
-
-    def view(self, ev: Event, facts: RoomFacts) -> EventView:
+    def _view(self, ev: Event, audience: Audience) -> EventView:
+        facts = audience.facts
         pl, create = facts.power_levels, facts.create
         return EventView(
             event_fields(ev), member_count=len(facts.joined),
             sender_power=get_power_level(ev.sender, pl, create),
             notification_level=lambda key: get_notification_level(key, pl),
-            display_names={u: n for u, n in facts.joined.items() if n},
+            display_names=audience.display_names,
             opaque_content=ev.type == ENCRYPTED)
 
     # --- room facts ----------------------------------------------------------------------------
@@ -258,6 +373,28 @@ class PushProcessor:
         self._facts.move_to_end(group)
         while len(self._facts) > _CONTEXT_CACHE_SIZE:
             self._facts.popitem(last=False)
+
+    async def _audience(self, group: int, facts: RoomFacts) -> Audience:
+        """The audience at a state group, made again when its facts or anyone's rules changed."""
+        audience = self._audiences.get(group)
+        version = self.rules.version
+        if audience is not None and audience.facts is facts and audience.rules_version == version:
+            self._audiences.move_to_end(group)
+            return audience
+        local = frozenset(u for u in facts.joined if self.is_local(u))
+        rulesets = await self.rules.rulesets_for(sorted(local)) if local else {}
+        audience = Audience(
+            facts=facts,
+            visible=Visibility.visible(facts.history_visibility, "join", 0, []),
+            local=local, display_names={u: n for u, n in facts.joined.items() if n},
+            rules_version=version,
+            groups=tuple((rs, frozenset(users)) for rs, users in rulesets.items()))
+        if self.rules.version == version:  # no change raced with reading the rules
+            self._audiences[group] = audience
+            self._audiences.move_to_end(group)
+            while len(self._audiences) > _CONTEXT_CACHE_SIZE:
+                self._audiences.popitem(last=False)
+        return audience
 
     async def _read_facts(self, state: StateMap) -> RoomFacts:
         wanted = [eid for (t, _k), eid in state.items() if t == "m.room.member"]

@@ -31,6 +31,9 @@ class PushRuleService:
         self._rulesets: dict[str, Ruleset] = {}
         # Bumped on every change, so a load that raced with a change is not cached.
         self._generation: dict[str, int] = {}
+        # Bumped on every change of anyone's rules: callers caching rulesets_for's grouping
+        # (the push processor, per room state) know when to ask again.
+        self.version = 0
         # Changes and their publication in m.push_rules happen one at a time, so the account
         # data written last always shows the latest rules.
         self._lock = defer.DeferredLock()
@@ -147,6 +150,7 @@ class PushRuleService:
 
     async def _publish(self, user_id: str) -> None:
         self._generation[user_id] = self._generation.get(user_id, 0) + 1
+        self.version += 1
         self._rulesets.pop(user_id, None)
         content = await self.account_data_content(user_id)
         pos = await self.account_data.set_global(user_id, PUSH_RULES_TYPE, content)

@@ -131,7 +131,7 @@ class EventCreator:
                                soft_failed: bool = False, becomes_current: bool = True,
                                new_current_state: StateMap | None = None,
                                new_room: tuple[str, str] | None = None,
-                               notify: bool = True) -> PersistedEvent:
+                               notify: bool = True, backfilled: bool = False) -> PersistedEvent:
         """Persist an event that was built elsewhere (received over federation, or a join
         event signed by another server), under the same lock as local events so stream
         orderings still commit in order. ``new_room`` (room version, creator) adds the rooms
@@ -153,9 +153,10 @@ class EventCreator:
                     txn, event, state_before=state_before, state_group_before=None, outlier=outlier,
                     now=self.clock.time_msec(), becomes_current=becomes_current,
                     rejected_reason=rejected_reason, soft_failed=soft_failed,
-                    new_current_state=new_current_state)
+                    new_current_state=new_current_state, backfilled=backfilled)
             persisted = await self.store.db.run("persist_external_event", persist)
-        if notify and not outlier and rejected_reason is None and not soft_failed:
+        if notify and not backfilled and not outlier and rejected_reason is None \
+                and not soft_failed:
             self._tell_listeners(persisted)
         return persisted
 

@@ -85,6 +85,8 @@ class SyncHandler:
         # Streams other than "events" that an extension reports on: a change in them is worth
         # answering a long-poll for.
         self.watched_streams: set[str] = {"events"}
+        # async (invite event id) -> stripped state sent by another server with its invite.
+        self.remote_invite_state: Any = None
 
     async def sync(self, user_id: str, device_id: str, since: SyncToken | None, timeout_ms: int,
                    full_state: bool, flt: SyncFilter | None) -> dict[str, Any]:
@@ -94,19 +96,29 @@ class SyncHandler:
             response = await self._compute(user_id, device_id, since, now, full_state, flt)
             remaining = deadline - time.monotonic()
             if since is None or full_state or _has_content(response) or remaining <= 0:
-                return response
+                return await self._with_key_counts(user_id, device_id, response)
             if not self.notifier.current_token().is_after(now):
                 await self.notifier.wait(user_id, remaining)
                 if deadline - time.monotonic() <= 0 and not self.notifier.current_token().is_after(now):
-                    return response
+                    return await self._with_key_counts(user_id, device_id, response)
+
+    async def _with_key_counts(self, user_id: str, device_id: str, response: dict[str, Any]
+                               ) -> dict[str, Any]:
+        """The device's one-time and fallback key counts: read only for the response that is
+        sent (a long-poll computes several that find nothing)."""
+        if self.keys is not None:
+            response["device_one_time_keys_count"] = await self.keys.one_time_key_counts(
+                user_id, device_id)
+            response["device_unused_fallback_key_types"] = await self.keys.unused_fallback_key_types(
+                user_id, device_id)
+        return response
 
     @staticmethod
     def _clamp(now: SyncToken, since: SyncToken | None) -> SyncToken:
         """Never go backwards: a token from before a restart may be ahead in in-memory streams."""
         if since is None:
             return now
-        return SyncToken(**{k: max(getattr(now, k), getattr(since, k))
-                            for k in now.__dataclass_fields__})
+        return now.at_least(since)
 
     async def _compute(self, user_id: str, device_id: str, since: SyncToken | None,
                        now: SyncToken, full_state: bool, flt: SyncFilter | None) -> dict[str, Any]:
@@ -137,12 +149,21 @@ class SyncHandler:
                   for room_id in sorted(active)}
         timelines = await self.store.timelines(
             [(r, after, now.events, limit) for r, after in afters.items()]) if afters else {}
-        for room_id, (rows, limited) in timelines.items():
+        # Visibility for every room's page at once (one batch of reads, not one per room);
+        # the state groups it reads are loaded together first.
+        page_rows = [r for rows, _ in timelines.values() for r in rows]
+        await self.events.get_state_groups(
+            {r.state_group_before for r in page_rows if r.state_group_before is not None})
+        visible = {r.event.event_id for r in await self.visibility.filter_for_user(user_id, page_rows)}
+        filled: list[_Timeline] = []
+        for room_id in afters:
+            rows, limited = timelines[room_id]
             shown, limited, hidden = await self._fill_timeline(
-                user_id, room_id, rows, limited, afters[room_id], limit, flt)
-            rooms["join"][room_id] = await self._joined_room(
-                user_id, room_id, shown, limited, initial or room_id in changed_rooms,
-                since_events, now, flt, state_gap=limited or hidden)
+                user_id, room_id, rows, limited, afters[room_id], limit, flt,
+                first_page=[r for r in rows if r.event.event_id in visible])
+            filled.append(_Timeline(room_id, shown, limited, initial or room_id in changed_rooms,
+                                    state_gap=limited or hidden))
+        rooms["join"].update(await self._joined_rooms(user_id, filled, since_events, now, flt))
 
         for m in by_room.values():
             if m.stream_ordering > now.events:
@@ -176,12 +197,7 @@ class SyncHandler:
                 user_id, since.device_lists, now.device_lists)
             if changed or left:
                 response["device_lists"] = {"changed": sorted(changed), "left": sorted(left)}
-        if self.keys is not None:
-            response["device_one_time_keys_count"] = await self.keys.one_time_key_counts(
-                user_id, device_id)
-            response["device_unused_fallback_key_types"] = await self.keys.unused_fallback_key_types(
-                user_id, device_id)
-        if self.presence is not None:
+        if self.presence is not None and (since is None or since.presence < now.presence):
             changes = await self.presence.presence_changes(
                 user_id, None if since is None else since.presence, now.presence)
             response["presence"]["events"] = [e for e in changes if flt.presence.matches(e)]
@@ -203,12 +219,17 @@ class SyncHandler:
         return [r for r in visible if flt.timeline.matches(r.event, room_id)]
 
     async def _fill_timeline(self, user_id: str, room_id: str, rows: list[EventRow], limited: bool,
-                             after: int | None, limit: int, flt: SyncFilter
+                             after: int | None, limit: int, flt: SyncFilter,
+                             first_page: list[EventRow] | None = None
                              ) -> tuple[list[EventRow], bool, bool]:
         """The newest ``limit`` events the user may see and the filter lets through, reading
         further back while hidden events leave the page short. Returns (events, limited,
-        whether events in the range were hidden)."""
-        shown = await self._shown(user_id, room_id, rows, flt)
+        whether events in the range were hidden). ``first_page``: the visible ones of ``rows``,
+        when already known."""
+        if first_page is None:
+            shown = await self._shown(user_id, room_id, rows, flt)
+        else:
+            shown = [r for r in first_page if flt.timeline.matches(r.event, room_id)]
         hidden = len(shown) < len(rows)
         pages = 0
         while limited and len(shown) < limit and rows and pages < 20:
@@ -222,49 +243,77 @@ class SyncHandler:
             shown, limited = shown[-limit:], True
         return shown, limited, hidden
 
-    async def _joined_room(self, user_id: str, room_id: str, timeline_rows: list[EventRow],
-                           limited: bool, newly_joined: bool, since_events: int, now: SyncToken,
-                           flt: SyncFilter, *, state_gap: bool) -> dict[str, Any]:
-        """``state_gap``: events between ``since`` and the timeline are missing from it (a
-        limited timeline, or events the filter hid), so their state changes go in "state"."""
-        rows = timeline_rows
-        # The state is the state before the first event the client is shown (events the
-        # filter hides are not in the timeline, so their state effects belong in "state").
-        first = timeline_rows[0] if timeline_rows else None
-        # State before the first timeline event (or at "now" if the timeline is empty).
-        if first is not None and first.state_group_before is not None:
-            state_at_start = await self.events.get_state_group(first.state_group_before)
-        else:
-            group = await self.store.state_group_at(room_id, now.events)
-            state_at_start = await self.events.get_state_group(group) if group is not None else {}
-        if newly_joined:
-            state_ids = state_at_start
-        elif state_gap:
-            group = await self.store.state_group_at(room_id, since_events)
-            before = await self.events.get_state_group(group) if group is not None else {}
-            state_ids = {k: v for k, v in state_at_start.items() if before.get(k) != v}
-        else:
-            state_ids = {}
-        in_timeline = {r.event.event_id for r in timeline_rows}
-        state_ids = self._lazy_members(state_ids, timeline_rows, user_id, flt, state_at_start)
-        state_rows = await self.events.get_rows(i for i in state_ids.values() if i not in in_timeline)
-        state_list = [state_rows[i] for i in state_ids.values() if i in state_rows]
-        room: dict[str, Any] = {
-            "timeline": {
-                "events": await self.serializer.serialize(timeline_rows, include_room_id=False,
-                                                          user_id=user_id),
-                "limited": limited,
-            },
-            "state": {"events": await self.serializer.serialize(
-                [r for r in state_list if flt.state.matches(r.event, room_id)], include_room_id=False)},
-            "account_data": {"events": []},
-            "ephemeral": {"events": []},
-        }
-        if first is not None:
-            room["timeline"]["prev_batch"] = position_token(first.event.depth, first.stream_ordering)
-        if newly_joined or any(r.event.type == "m.room.member" for r in rows):
-            room["summary"] = await self._summary(room_id, user_id)
-        return room
+    async def _joined_rooms(self, user_id: str, timelines: list["_Timeline"], since_events: int,
+                            now: SyncToken, flt: SyncFilter) -> dict[str, dict[str, Any]]:
+        """The joined-room sections of ``timelines``, as ``_joined_room`` builds one, with each
+        kind of read done once for all rooms (state groups, state events, serialization,
+        member counts)."""
+        if not timelines:
+            return {}
+        # State before each timeline's first event (or at "now" when it is empty), and at
+        # ``since`` where a gap needs the state changes.
+        no_first = [t.room_id for t in timelines
+                    if not t.rows or t.rows[0].state_group_before is None]
+        groups_now = await self.store.state_groups_at(no_first, now.events) if no_first else {}
+        gapped = [t.room_id for t in timelines if not t.newly_joined and t.state_gap]
+        groups_since = await self.store.state_groups_at(gapped, since_events) if gapped else {}
+        start_groups: dict[str, int | None] = {}
+        for t in timelines:
+            first = t.rows[0] if t.rows else None
+            if first is not None and first.state_group_before is not None:
+                start_groups[t.room_id] = first.state_group_before
+            else:
+                start_groups[t.room_id] = groups_now.get(t.room_id)
+        maps = await self.events.get_state_groups(
+            [g for g in (*start_groups.values(), *groups_since.values()) if g is not None])
+        state_ids_by_room: dict[str, dict] = {}
+        for t in timelines:
+            g = start_groups[t.room_id]
+            state_at_start = dict(maps[g]) if g is not None else {}
+            if t.newly_joined:
+                state_ids = state_at_start
+            elif t.state_gap:
+                g_since = groups_since.get(t.room_id)
+                before = maps[g_since] if g_since is not None else {}
+                state_ids = {k: v for k, v in state_at_start.items() if before.get(k) != v}
+            else:
+                state_ids = {}
+            state_ids_by_room[t.room_id] = self._lazy_members(state_ids, t.rows, user_id, flt,
+                                                              state_at_start)
+        in_timeline = {r.event.event_id for t in timelines for r in t.rows}
+        state_rows = await self.events.get_rows(
+            i for ids in state_ids_by_room.values() for i in ids.values() if i not in in_timeline)
+        state_lists = {t.room_id: [state_rows[i] for i in state_ids_by_room[t.room_id].values()
+                                   if i in state_rows and flt.state.matches(state_rows[i].event, t.room_id)]
+                       for t in timelines}
+        timeline_json = await self.serializer.serialize(
+            [r for t in timelines for r in t.rows], include_room_id=False, user_id=user_id)
+        state_json = await self.serializer.serialize(
+            [r for t in timelines for r in state_lists[t.room_id]], include_room_id=False)
+        summaries_for = [t.room_id for t in timelines
+                         if t.newly_joined or any(r.event.type == "m.room.member" for r in t.rows)]
+        members = await self.store.members_of_rooms(summaries_for, ("join", "invite")) \
+            if summaries_for else {}
+        out: dict[str, dict[str, Any]] = {}
+        ti = si = 0
+        for t in timelines:
+            n, m = len(t.rows), len(state_lists[t.room_id])
+            room: dict[str, Any] = {
+                "timeline": {"events": timeline_json[ti:ti + n], "limited": t.limited},
+                "state": {"events": state_json[si:si + m]},
+                "account_data": {"events": []},
+                "ephemeral": {"events": []},
+            }
+            ti, si = ti + n, si + m
+            if t.rows:
+                first = t.rows[0]
+                room["timeline"]["prev_batch"] = position_token(first.event.depth,
+                                                                first.stream_ordering)
+            if t.room_id in members:
+                joined, invited = members[t.room_id]["join"], members[t.room_id]["invite"]
+                room["summary"] = _summary(user_id, joined, invited)
+            out[t.room_id] = room
+        return out
 
     async def _notification_counts(self, user_id: str, flt: SyncFilter,
                                    joined: dict[str, dict[str, Any]]) -> None:
@@ -302,7 +351,7 @@ class SyncHandler:
             for room_id, ev in self.typing.events_for_rooms(
                     allowed, None if since is None else since.typing).items():
                 per_room.setdefault(room_id, []).append(ev)
-        if self.receipts is not None:
+        if self.receipts is not None and (since is None or since.receipts < now.receipts):
             got = await self.receipts.receipts_for_rooms(
                 allowed, None if since is None else since.receipts, now.receipts, user_id)
             for room_id, evs in got.items():
@@ -320,6 +369,8 @@ class SyncHandler:
         """Global and per-room account data written in (since, now] (all of it initially)."""
         assert self.account_data is not None
         after = None if since is None else since.account_data
+        if after is not None and after >= now.account_data:
+            return  # nothing was written in the range
         glob = await self.account_data.get_global_changes(user_id, after, now.account_data)
         response["account_data"]["events"] = [
             e for e in ({"type": t, "content": c} for t, c in glob.items()) if flt.account_data.matches(e)]
@@ -351,13 +402,6 @@ class SyncHandler:
                 out[key] = state_at_start[key]
         return out
 
-    async def _summary(self, room_id: str, user_id: str) -> dict[str, Any]:
-        joined = await self.events.get_members(room_id, ("join",))
-        invited = await self.events.get_members(room_id, ("invite",))
-        heroes = [u for u in joined + invited if u != user_id][:5]
-        return {"m.heroes": heroes, "m.joined_member_count": len(joined),
-                "m.invited_member_count": len(invited)}
-
     async def _stripped(self, m: Membership) -> list[dict[str, Any]]:
         """The stripped state an invitee or knocker may see (spec: "Stripped state")."""
         row = await self.events.get_event_row(m.event_id)
@@ -368,6 +412,11 @@ class SyncHandler:
         events = await self.events.get_events(ids)
         out = [{"type": e.type, "state_key": e.state_key, "content": dict(e.content), "sender": e.sender}
                for e in (events[i] for i in ids if i in events)]
+        if not state and self.remote_invite_state is not None:
+            # An invite from another server to a room this one is not in: the stripped state
+            # the inviting server sent with it.
+            out = [e for e in await self.remote_invite_state(m.event_id) or []
+                   if isinstance(e, dict) and e.get("type") != "m.room.member"]
         if row is not None:
             ev = row.event
             out.append({"type": ev.type, "state_key": ev.state_key, "content": dict(ev.content),
@@ -402,6 +451,22 @@ class SyncHandler:
             room["timeline"]["prev_batch"] = position_token(rows[0].event.depth,
                                                             rows[0].stream_ordering)
         return room
+
+
+@dataclass
+class _Timeline:
+    """A joined room's timeline as /sync shows it, before its section is built."""
+    room_id: str
+    rows: list[EventRow]
+    limited: bool
+    newly_joined: bool
+    state_gap: bool
+
+
+def _summary(user_id: str, joined: list[str], invited: list[str]) -> dict[str, Any]:
+    heroes = [u for u in joined + invited if u != user_id][:5]
+    return {"m.heroes": heroes, "m.joined_member_count": len(joined),
+            "m.invited_member_count": len(invited)}
 
 
 def _empty_joined_room() -> dict[str, Any]:

@@ -8,7 +8,7 @@ as "nothing new" for typing.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 from homeserver.http.errors import MatrixError
 
@@ -27,7 +27,12 @@ class SyncToken:
     presence: int = 0
 
     def __str__(self) -> str:
-        return "s" + "_".join(str(getattr(self, f.name)) for f in fields(self))
+        return "s" + "_".join(map(str, self.positions()))
+
+    def positions(self) -> tuple[int, ...]:
+        """The positions in STREAMS order."""
+        return (self.events, self.account_data, self.receipts, self.typing, self.to_device,
+                self.device_lists, self.presence)
 
     @classmethod
     def parse(cls, text: str) -> "SyncToken":
@@ -41,4 +46,10 @@ class SyncToken:
 
     def is_after(self, other: "SyncToken") -> bool:
         """True if any stream has moved on since ``other``."""
-        return any(getattr(self, s) > getattr(other, s) for s in STREAMS)
+        return any(a > b for a, b in zip(self.positions(), other.positions()))
+
+    def at_least(self, other: "SyncToken") -> "SyncToken":
+        """Each stream at the further of the two positions."""
+        if not other.is_after(self):
+            return self
+        return SyncToken(*(max(a, b) for a, b in zip(self.positions(), other.positions())))

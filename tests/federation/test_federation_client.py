@@ -50,7 +50,8 @@ class World:
         self.servers.append(srv)
         return srv
 
-    def client(self, *, extra_ca: bool = True, blacklist: tuple[str, ...] = DEFAULT_IP_RANGE_BLACKLIST,
+    def client(self, *, extra_ca: bool = True,
+               blacklist: tuple[str, ...] = DEFAULT_IP_RANGE_BLACKLIST,
                whitelist: tuple[str, ...] | None = tuple(LOOPBACK),
                timeout_ms: int = 5000) -> FederationClient:
         policy = client_tls_policy([self.ca.ca_path] if extra_ca else [])
@@ -97,7 +98,8 @@ def ip_literal_server(world: World, **kw: Any) -> tuple[RecordingServer, str]:
 
 @pytest_twisted.ensureDeferred
 async def test_signed_put_with_query_and_body_round_trips(world: World) -> None:
-    srv, dest = ip_literal_server(world, handler=lambda rec: Answer(200, {"got": json.loads(rec.body)}))
+    srv, dest = ip_literal_server(
+        world, handler=lambda rec: Answer(200, {"got": json.loads(rec.body)}))
     client = world.client()
     body = {"pdus": [{"type": "m.room.message", "content": {"body": "héllo ☃"}}], "n": 3}
     args = {"a": "b c/d&e", "ver": ["1", "12"], "flag": True}
@@ -119,7 +121,8 @@ async def test_signed_put_with_query_and_body_round_trips(world: World) -> None:
 async def test_get_is_signed_without_content(world: World) -> None:
     srv, dest = ip_literal_server(world, handler=lambda rec: Answer(200, {"server": {"name": "x"}}))
     client = world.client()
-    assert await client.get_json(dest, "/_matrix/federation/v1/version") == {"server": {"name": "x"}}
+    answer = await client.get_json(dest, "/_matrix/federation/v1/version")
+    assert answer == {"server": {"name": "x"}}
     [rec] = srv.requests
     assert rec.method == "GET" and rec.body == b"" and rec.header("content-type") is None
     check_signature(world, rec, dest)
@@ -306,7 +309,8 @@ async def test_error_json_becomes_federation_error(world: World) -> None:
     client = world.client()
     with pytest.raises(FederationError) as e:
         await client.get_json(dest, "/missing")
-    assert (e.value.status, e.value.errcode, e.value.message) == (404, "M_NOT_FOUND", "No such room")
+    assert (e.value.status, e.value.errcode, e.value.message) == (
+        404, "M_NOT_FOUND", "No such room")
     assert e.value.body == {"errcode": "M_NOT_FOUND", "error": "No such room", "extra": 1}
     with pytest.raises(FederationError) as e:
         await client.get_json(dest, "/broken")
@@ -369,3 +373,16 @@ async def test_timeouts_become_unreachable(world: World) -> None:
 async def test_unencoded_paths_are_refused(world: World, path: str) -> None:
     with pytest.raises(ValueError):
         await world.client().get_json("127.0.0.1:1", path)
+
+
+@pytest_twisted.ensureDeferred
+async def test_oversized_well_known_is_a_failure(world: World) -> None:
+    hs = world.server(dns_names=("huge.test",))
+    wk = world.server(dns_names=("huge.test",), handler=lambda rec: Answer(
+        200, {"m.server": "elsewhere.test:1", "pad": "x" * 60_000}))
+    world.well_known_port = wk.port
+    world.names.names["huge.test"] = ["127.0.0.1"]
+    world.srv.records["_matrix-fed._tcp.huge.test"] = [(0, 0, hs.port, "huge.test")]
+    # The 60 KB answer is ignored: discovery goes on to SRV, which leads to hs.
+    assert await world.client().get_json("huge.test", "/x") == {"ok": True}
+    assert len(wk.requests) == 1 and len(hs.requests) == 1

@@ -44,7 +44,8 @@ class ScriptedWellKnown:
 def make(srv: dict[str, list[tuple[int, int, int, str]]] | None = None
          ) -> tuple[ServerResolver, ScriptedWellKnown, FakeSrv, ManualClock]:
     wk, dns, clock = ScriptedWellKnown(), FakeSrv(srv), ManualClock()
-    return ServerResolver(reactor, http_get_wellknown=wk, dns_resolver=dns, clock=clock), wk, dns, clock
+    resolver = ServerResolver(reactor, http_get_wellknown=wk, dns_resolver=dns, clock=clock)
+    return resolver, wk, dns, clock
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -70,7 +71,8 @@ def test_parse_server_name_refuses(name: str) -> None:
 @pytest_twisted.ensureDeferred
 async def test_ip_literals_are_used_as_they_are() -> None:
     resolver, wk, dns, _ = make()
-    assert await resolver.resolve("127.0.0.1") == [Target("127.0.0.1", 8448, "127.0.0.1", "127.0.0.1")]
+    assert await resolver.resolve("127.0.0.1") == [
+        Target("127.0.0.1", 8448, "127.0.0.1", "127.0.0.1")]
     assert await resolver.resolve("127.0.0.1:18448") == [
         Target("127.0.0.1", 18448, "127.0.0.1:18448", "127.0.0.1")]
     assert await resolver.resolve("[::1]:8000") == [Target("::1", 8000, "[::1]:8000", "::1")]

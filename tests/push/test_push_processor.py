@@ -153,11 +153,28 @@ async def test_own_event_marks_read_and_waiting(db: Database) -> None:
     await proc.wait_pending()  # nothing pending: returns at once
 
 
+def hold_writes(store: NotificationStore) -> defer.Deferred:
+    """Make the store's batch writes wait until the returned Deferred fires."""
+    gate: defer.Deferred = defer.Deferred()
+    real = store.write_batch
+
+    async def held(*args: Any, **kwargs: Any) -> list[str]:
+        await gate
+        return await real(*args, **kwargs)
+    store.write_batch = held  # type: ignore[method-assign]
+    return gate
+
+
+def text(sender: str, body: str = "hi") -> Event:
+    return event("m.room.message", sender, {"msgtype": "m.text", "body": body})
+
+
 @pytest_twisted.ensureDeferred
 async def test_wait_pending_gives_up_after_its_limit(db: Database) -> None:
     proc, events, store = setup(db)
-    stuck: defer.Deferred = defer.Deferred()
-    proc._pending[ROOM] = {stuck}
+    events.add_group(1, STATE)
+    gate = hold_writes(store)
+    proc.on_event(PersistedEvent(text("@a:hs"), 10, 1, 1))
     clock = proc.clock
     # Other rooms' evaluations are not waited for.
     await proc.wait_pending(["!other:hs"])
@@ -167,5 +184,83 @@ async def test_wait_pending_gives_up_after_its_limit(db: Database) -> None:
     assert d.called
     d2 = defer.ensureDeferred(proc.wait_pending())
     assert not d2.called
-    stuck.callback(None)
-    assert d2.called
+    gate.callback(None)
+    await d2
+    assert await store.unread_counts("@b:hs", [ROOM]) == {(ROOM, "main"): (1, 0)}
+
+
+@pytest_twisted.ensureDeferred
+async def test_events_queued_meanwhile_are_written_in_one_batch(db: Database) -> None:
+    proc, events, store = setup(db)
+    events.add_group(1, STATE)
+    told: list[list[str]] = []
+    proc.listeners.append(told.append)
+    writes: list[int] = []
+    real = store.write_batch
+
+    async def counted(adds: Any, marks: Any, position: Any = None) -> list[str]:
+        writes.append(len(adds))
+        return await real(adds, marks, position)
+    store.write_batch = counted  # type: ignore[method-assign]
+    gate = hold_writes(store)
+    proc.on_event(PersistedEvent(text("@a:hs", "one"), 10, 1, 1))   # the worker starts on it
+    proc.on_event(PersistedEvent(text("@b:hs", "two"), 11, 1, 1))   # these queue meanwhile
+    proc.on_event(PersistedEvent(text("@a:hs", "three"), 12, 1, 1))
+    proc.on_event(PersistedEvent(text("@c:hs", "four"), 13, 1, 1))
+    gate.callback(None)
+    await proc.wait_pending([ROOM])
+    assert writes == [1, 3]
+    # Each sender's own event reads what came before it, within the batch as across batches:
+    # b read "one"; a read "two"; c read all three.
+    assert await store.unread_counts("@a:hs", [ROOM]) == {(ROOM, "main"): (1, 0)}
+    assert await store.unread_counts("@b:hs", [ROOM]) == {(ROOM, "main"): (2, 0)}
+    assert await store.unread_counts("@c:hs", [ROOM]) == {}
+    listed = await store.list("@b:hs", None, 10)
+    assert [(n.stream_ordering, n.unread) for n in listed] == [(13, True), (12, True), (10, False)]
+    assert [sorted(t) for t in told] == [["@b:hs", "@c:hs"], ["@a:hs", "@b:hs", "@c:hs"]]
+
+
+class Stream:
+    def __init__(self, current: int) -> None:
+        self._current = current
+
+    def current(self) -> int:
+        return self._current
+
+
+@pytest_twisted.ensureDeferred
+async def test_events_not_evaluated_before_a_restart_are_evaluated_at_start(db: Database) -> None:
+    proc, events, store = setup(db)
+    events.add_group(1, STATE)
+    # First start: nothing recorded, so evaluation starts where the stream stands.
+    events.stream_ids = Stream(9)  # type: ignore[attr-defined]
+    await proc.start()
+    assert await store.evaluated_position() == 9
+    await proc.process_batch([PersistedEvent(text("@a:hs"), 10, 1, 1)])
+    assert await store.evaluated_position() == 10
+    # Events 11 and 12 committed, then the server stopped before evaluating them.
+    later = {11: text("@a:hs", "x"), 12: text("@c:hs", "y")}
+    rows = {ev.event_id: EventRow(ev, s, False, False, False, 1, 1) for s, ev in later.items()}
+
+    async def between(after: int, upto: int, limit: int) -> list[tuple[int, str]]:
+        return [(s, ev.event_id) for s, ev in sorted(later.items()) if after < s <= upto][:limit]
+
+    async def get_rows(ids: Iterable[str]) -> dict[str, EventRow]:
+        return {i: rows[i] for i in ids}
+    events.get_rows = get_rows  # type: ignore[attr-defined]
+    events.stream_ids = Stream(12)  # type: ignore[attr-defined]
+    proc2, _, _ = setup(db)
+    proc2.events = events  # type: ignore[assignment]
+    store.timeline_events_between = between  # type: ignore[method-assign]
+    proc2.notifications = store
+    await proc2.start()
+    await proc2.wait_pending([ROOM])
+    assert await store.unread_counts("@b:hs", [ROOM]) == {(ROOM, "main"): (3, 0)}
+    assert await store.unread_counts("@a:hs", [ROOM]) == {(ROOM, "main"): (1, 0)}
+    assert await store.evaluated_position() == 12
+    # Evaluating them again (a crash before the position was written) stores nothing more.
+    await proc2.process_batch([PersistedEvent(later[12], 12, 1, 1)])
+    assert await store.unread_counts("@b:hs", [ROOM]) == {(ROOM, "main"): (3, 0)}
+    # With push off, the position is forgotten: switched on again, it starts afresh.
+    await proc2.start(enabled=False)
+    assert await store.evaluated_position() is None

@@ -45,6 +45,9 @@ class RoomsApi:
         self.store = store
         self.visibility = visibility
         self.serializer = serializer
+        # async (room id) -> events added: fetches older history from other servers
+        # (federation); None when this server federates with nobody.
+        self.backfill: Any = None
 
     def register(self, router: Router) -> None:
         r = router.client
@@ -261,6 +264,10 @@ class RoomsApi:
             rows: list[EventRow] = []
         else:
             rows = await self.store.paginate(roomId, start, backwards, limit, to_pos)
+            if backwards and len(rows) < limit and self.backfill is not None \
+                    and await self.backfill(roomId):
+                # The start of what this server has: older history came from another server.
+                rows = await self.store.paginate(roomId, start, backwards, limit, to_pos)
         visible = await self.visibility.filter_for_user(req.requester.user_id, rows)
         visible = [r for r in visible if flt.matches(r.event, roomId)]
         chunk = await self.serializer.serialize(visible, user_id=req.requester.user_id)
