@@ -53,6 +53,7 @@ from homeserver.api.client.typing import TypingApi
 from homeserver.api.client.user_directory import UserDirectoryApi
 from homeserver.api.client.versions import VersionsApi
 from federation.tls import server_tls_context_factory
+from federation.e2ee import E2eeFederation
 from federation.wiring import build_federation
 from homeserver.clock import Clock
 from homeserver.config import Config, ListenerConfig
@@ -321,6 +322,16 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     receipts.listeners.append(fed.edus.on_receipt)
     fed.api.edu_handlers["m.typing"] = fed.edus.typing_edu
     fed.api.edu_handlers["m.receipt"] = fed.edus.receipt_edu
+    e2ee_fed = E2eeFederation(config.server_name, fed.client, fed.sender, events, e2e_keys,
+                              to_device, device_lists, e2e_key_store)
+    e2ee_fed.register(router)
+    e2e_keys.remote = e2ee_fed
+    to_device.remote_send = e2ee_fed.send_to_device
+    device_lists.listeners.append(
+        lambda user, pos: e2ee_fed.local_devices_changed(user, None, pos))
+    fed.api.edu_handlers["m.direct_to_device"] = e2ee_fed.direct_to_device_edu
+    fed.api.edu_handlers["m.device_list_update"] = e2ee_fed.device_list_update_edu
+    fed.api.edu_handlers["m.signing_key_update"] = e2ee_fed.device_list_update_edu
 
     ip_limiter = RateLimiter(config.rc_client_ip)
     router.add("GET", "/health", _health, auth=AUTH_NONE, ip_ratelimit=False)

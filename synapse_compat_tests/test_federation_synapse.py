@@ -255,3 +255,77 @@ def test_a_server_never_in_a_private_room_cannot_read_it(
     assert r.status_code == 403, r.text
     r = s.get(f"rooms/{q(room)}/messages", params={"dir": "b"})
     assert r.status_code in (403, 404) or "private words" not in r.text
+
+
+def test_encrypted_room_across_servers_with_nio(hearth_fed: ServerProcess, synapse: SynapseServer,
+                                                tmp_path: Any) -> None:
+    """matrix-nio with Olm/Megolm on each server: keys are queried and claimed over federation,
+    the Megolm keys cross as to-device EDUs, and each side decrypts the other."""
+    import asyncio
+    import os
+
+    import nio
+
+    from synapse_compat_tests.nio_helpers import ok
+
+    password = "cross-server secrets"
+    megolm = {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
+    secret_a, secret_b = f"from hearth {uuid.uuid4().hex}", f"from synapse {uuid.uuid4().hex}"
+
+    def client(base_url: str, name: str) -> nio.AsyncClient:
+        store = os.path.join(str(tmp_path), name)
+        os.makedirs(store)
+        cfg = nio.AsyncClientConfig(max_limit_exceeded=0, max_timeouts=0, request_timeout=30,
+                                    encryption_enabled=True, store_sync_tokens=True)
+        return nio.AsyncClient(base_url, name, store_path=store, config=cfg)
+
+    async def sync_until(c: nio.AsyncClient, what: str, pred: Callable[[nio.SyncResponse], Any],
+                         timeout: float = 30.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            resp = ok(await c.sync(timeout=1000), nio.SyncResponse)
+            if c.should_query_keys:
+                ok(await c.keys_query(), nio.KeysQueryResponse)
+            found = pred(resp)
+            if found:
+                return found
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def decrypted(resp: nio.SyncResponse, room_id: str, body: str) -> Any:
+        info = resp.rooms.join.get(room_id)
+        for ev in info.timeline.events if info else []:
+            if isinstance(ev, nio.RoomMessageText) and ev.body == body and ev.decrypted:
+                return ev
+        return None
+
+    async def scenario() -> None:
+        alice = client(hearth_fed.base_url, "alice" + uuid.uuid4().hex[:6])
+        bob = client(synapse.base_url, "bob" + uuid.uuid4().hex[:6])
+        try:
+            for c in (alice, bob):
+                ok(await c.register(c.user, password, device_name="nio"), nio.RegisterResponse)
+                ok(await c.keys_upload(), nio.KeysUploadResponse)
+            room = ok(await alice.room_create(preset=nio.RoomPreset.private_chat, invite=[bob.user_id],
+                                              initial_state=[megolm]), nio.RoomCreateResponse).room_id
+            await sync_until(bob, "the invite on Synapse", lambda r: room in r.rooms.invite)
+            ok(await bob.join(room), nio.JoinResponse)
+            await sync_until(alice, "bob joined, seen by alice",
+                             lambda r: bob.user_id in alice.rooms[room].users)
+            await sync_until(bob, "bob's room state", lambda r: alice.user_id in bob.rooms[room].users
+                             and bob.rooms[room].encrypted)
+            if alice.should_query_keys:
+                ok(await alice.keys_query(), nio.KeysQueryResponse)
+            # bob's device keys came from Synapse through Hearth's federation query
+            bob_device = alice.device_store[bob.user_id][bob.device_id]
+            assert bob_device.curve25519 == bob.olm.account.identity_keys["curve25519"]
+            ok(await alice.room_send(room, "m.room.message", {"msgtype": "m.text", "body": secret_a},
+                                     ignore_unverified_devices=True), nio.RoomSendResponse)
+            await sync_until(bob, "bob decrypts alice's message", lambda r: decrypted(r, room, secret_a))
+            ok(await bob.room_send(room, "m.room.message", {"msgtype": "m.text", "body": secret_b},
+                                   ignore_unverified_devices=True), nio.RoomSendResponse)
+            await sync_until(alice, "alice decrypts bob's message", lambda r: decrypted(r, room, secret_b))
+        finally:
+            await alice.close()
+            await bob.close()
+
+    asyncio.run(scenario())

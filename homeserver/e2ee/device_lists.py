@@ -8,6 +8,7 @@ user" and "Extensions to /sync"). Everyone who shares a room with the user is wo
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from twisted.internet import defer
 
@@ -25,6 +26,9 @@ class DeviceListTracker:
         self.store = store
         self.events = events
         self.notifier = notifier
+        # async (user id, stream position): told of every recorded change of a user's devices
+        # or keys (federation tells the servers that share a room with a local user).
+        self.listeners: list[Any] = []
 
     async def load(self) -> None:
         await self.store.load()
@@ -40,6 +44,11 @@ class DeviceListTracker:
         """The user's devices or keys changed at ``pos`` (None: nothing was written)."""
         if pos is None:
             return
+        for listener in self.listeners:
+            try:
+                await listener(user_id, pos)
+            except Exception:
+                logger.exception("device list listener failed")
         users = {user_id}
         for room_id in await self.events.get_rooms_for_user(user_id):
             users |= await self.events.get_interested_users(room_id)

@@ -54,6 +54,8 @@ class KeyService:
         self.cross_signing = cross_signing
         self.clock = clock
         self.server_name = server_name
+        # federation/e2ee.E2eeFederation when federation is on: remote users' keys.
+        self.remote: Any = None
 
     def is_local(self, user_id: str) -> bool:
         return user_id.partition(":")[2] == self.server_name
@@ -140,6 +142,13 @@ class KeyService:
                 obj["unsigned"] = unsigned
                 out[device_id] = obj
         masters, self_signing, user_signing = await self.cross_signing.keys_for_query(requester, local, sigs)
+        remote = {u: d for u, d in wanted.items() if not self.is_local(u)}
+        if remote and self.remote is not None:
+            got = await self.remote.query_remote(remote)
+            device_keys.update(got["device_keys"])
+            masters.update(got["master_keys"])
+            self_signing.update(got["self_signing_keys"])
+            failures = got["failures"]
         return {"device_keys": device_keys, "failures": failures, "master_keys": masters,
                 "self_signing_keys": self_signing, "user_signing_keys": user_signing}
 
@@ -155,6 +164,11 @@ class KeyService:
         out: dict[str, dict[str, dict[str, Any]]] = {}
         for (user, device, _), key in sorted(claimed.items()):
             out.setdefault(user, {}).setdefault(device, {})[key.name] = key.key
+        remote = {u: d for u, d in wanted.items() if not self.is_local(u)}
+        if remote and self.remote is not None:
+            got = await self.remote.claim_remote(remote)
+            out.update(got["one_time_keys"])
+            failures = got["failures"]
         return {"one_time_keys": out, "failures": failures}
 
     # --- devices ---------------------------------------------------------------------------------

@@ -41,6 +41,8 @@ class ToDeviceService:
         # repeats the same since token, and nothing can be queued at or below a position that
         # was already handed out (writes commit in position order).
         self._acked: dict[tuple[str, str], int] = {}
+        # async (sender, type, {remote user: {device: content}}): m.direct_to_device EDUs.
+        self.remote_send: Any = None
 
     async def load(self) -> None:
         await self.store.load()
@@ -62,19 +64,33 @@ class ToDeviceService:
         Idempotent per (sender, sender_device, txn_id): a retry stores nothing new.
         """
         local: dict[str, dict[str, str]] = {}
+        remote: dict[str, dict[str, Any]] = {}
         for user_id, by_device in messages.items():
             if not by_device:
                 continue
             if self._is_local(user_id):
                 local[user_id] = {d: _dump(c) for d, c in by_device.items()}
             else:
-                # Remote recipients need the federation EDU m.direct_to_device, which the
-                # federation issue will route; until then they are accepted and dropped.
-                logger.info("dropping to-device %s from %s to remote user %s (%d devices):"
-                            " federation sending is not implemented yet",
-                            event_type, sender, user_id, len(by_device))
+                remote[user_id] = dict(by_device)
         result = await self.store.add_messages(sender, sender_device, txn_id, event_type, local,
                                                self.clock.time_msec())
+        if result.position is not None:
+            self.notifier.notify("to_device", result.position, users=result.users)
+        if remote and not result.duplicate:
+            if self.remote_send is None:
+                logger.info("dropping to-device %s from %s to %d remote users: federation is off",
+                            event_type, sender, len(remote))
+            else:
+                await self.remote_send(sender, event_type, remote)
+
+    async def deliver_remote(self, origin: str, sender: str, event_type: str, message_id: str,
+                             messages: Messages) -> None:
+        """Messages another server sent (m.direct_to_device) for our users' devices; a
+        repeated message id from the same sender stores nothing."""
+        local = {u: {d: _dump(c) for d, c in by_device.items()} for u, by_device in messages.items()
+                 if self._is_local(u) and isinstance(by_device, dict)}
+        result = await self.store.add_messages(sender, f"federation:{origin}", message_id,
+                                               event_type, local, self.clock.time_msec())
         if result.position is not None:
             self.notifier.notify("to_device", result.position, users=result.users)
 

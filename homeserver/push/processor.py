@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 ENCRYPTED = "m.room.encrypted"
 _CONTEXT_CACHE_SIZE = 512
 _BATCH = 500          # events evaluated and written together at most
+# How long the first event of a batch waits for others to join it (unless /sync waits for it).
+_DELAY_S = 0.05
 _CATCH_UP_PAGE = 200  # events read at a time when catching up at start-up
 _WAIT_LIMIT_S = 10.0
 
@@ -143,6 +145,7 @@ class PushProcessor:
         self._room_last: dict[str, int] = {}
         self._waiters: list[tuple[int, defer.Deferred]] = []
         self._working = False
+        self._timer: Any = None
         # Set while the events of a previous run are evaluated: /sync waits for them in every
         # room (the waiters are listed here).
         self._catch_up: tuple[int, int] | None = None
@@ -168,28 +171,42 @@ class PushProcessor:
         logger.info("push: evaluating the events after stream position %d (up to %d)",
                     position, current)
         self._catch_up = (position, current)
-        self._kick()
+        self._schedule(now=True)
 
     # --- the event listener --------------------------------------------------------------------
 
     def on_event(self, persisted: PersistedEvent) -> None:
-        """EventCreator listener: queue the event; the worker evaluates it with the others queued
-        meanwhile, and /sync counts wait for it (``wait_pending``)."""
+        """EventCreator listener: queue the event. The worker evaluates the queue a moment later
+        (or at once when /sync waits for it, see ``wait_pending``), so the events of a burst
+        share a batch and its one transaction."""
         self._handed += 1
         self._queue.append((self._handed, persisted))
         self._room_last[persisted.event.room_id] = self._handed
-        self._kick()
+        self._schedule(now=len(self._queue) >= _BATCH)
 
-    def _kick(self) -> None:
-        if not self._working:
+    def _schedule(self, now: bool) -> None:
+        """Start the worker now, or after the batching delay if it is not due already."""
+        if self._working:
+            return  # it looks at the queue again when it finishes
+        if now:
+            if self._timer is not None:
+                if self._timer.active():
+                    self._timer.cancel()
+                self._timer = None
             self._working = True
             defer.ensureDeferred(self._work())
+        elif self._timer is None:
+            self._timer = self.clock.call_later(_DELAY_S, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        self._schedule(now=True)
 
     async def _work(self) -> None:
         try:
             if self._catch_up is not None:
                 await self._run_catch_up()
-            while self._queue:
+            if self._queue:
                 batch, self._queue = self._queue[:_BATCH], self._queue[_BATCH:]
                 try:
                     await self.process_batch([p for _, p in batch])
@@ -198,6 +215,8 @@ class PushProcessor:
                 self._finished(batch[-1][0])
         finally:
             self._working = False
+        if self._queue:
+            self._schedule(now=bool(self._waiters) or len(self._queue) >= _BATCH)
 
     async def _run_catch_up(self) -> None:
         assert self._catch_up is not None
@@ -247,6 +266,7 @@ class PushProcessor:
             d: defer.Deferred = defer.Deferred()
             self._waiters.append((target, d))
             waits.append(d)
+            self._schedule(now=True)
         if self._catch_up is not None:
             caught_up: defer.Deferred = defer.Deferred()
             self._catch_up_waiters.append(caught_up)

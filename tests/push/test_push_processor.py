@@ -202,22 +202,36 @@ async def test_events_queued_meanwhile_are_written_in_one_batch(db: Database) ->
         writes.append(len(adds))
         return await real(adds, marks, position)
     store.write_batch = counted  # type: ignore[method-assign]
-    gate = hold_writes(store)
-    proc.on_event(PersistedEvent(text("@a:hs", "one"), 10, 1, 1))   # the worker starts on it
-    proc.on_event(PersistedEvent(text("@b:hs", "two"), 11, 1, 1))   # these queue meanwhile
-    proc.on_event(PersistedEvent(text("@a:hs", "three"), 12, 1, 1))
-    proc.on_event(PersistedEvent(text("@c:hs", "four"), 13, 1, 1))
-    gate.callback(None)
+    clock = proc.clock
+    # Events wait a moment for others to join their batch ...
+    proc.on_event(PersistedEvent(text("@a:hs", "one"), 10, 1, 1))
+    proc.on_event(PersistedEvent(text("@b:hs", "two"), 11, 1, 1))
+    assert writes == []
+    clock.advance(1)  # type: ignore[attr-defined]
     await proc.wait_pending([ROOM])
-    assert writes == [1, 3]
-    # Each sender's own event reads what came before it, within the batch as across batches:
-    # b read "one"; a read "two"; c read all three.
-    assert await store.unread_counts("@a:hs", [ROOM]) == {(ROOM, "main"): (1, 0)}
-    assert await store.unread_counts("@b:hs", [ROOM]) == {(ROOM, "main"): (2, 0)}
-    assert await store.unread_counts("@c:hs", [ROOM]) == {}
-    listed = await store.list("@b:hs", None, 10)
-    assert [(n.stream_ordering, n.unread) for n in listed] == [(13, True), (12, True), (10, False)]
-    assert [sorted(t) for t in told] == [["@b:hs", "@c:hs"], ["@a:hs", "@b:hs", "@c:hs"]]
+    assert writes == [2]
+    # ... unless /sync waits for them: then they go at once.
+    gate = hold_writes(store)
+    proc.on_event(PersistedEvent(text("@a:hs", "three"), 12, 1, 1))
+    waiting = defer.ensureDeferred(proc.wait_pending([ROOM]))
+    assert writes == [2, 1]
+    # Events handed over during a write are the next batch.
+    proc.on_event(PersistedEvent(text("@c:hs", "four"), 13, 1, 1))
+    proc.on_event(PersistedEvent(text("@b:hs", "five"), 14, 1, 1))
+    gate.callback(None)
+    await waiting
+    await proc.wait_pending([ROOM])
+    assert writes == [2, 1, 2]
+    # Each sender's own event reads what came before it, within a batch as across batches:
+    # a read up to "three", c up to "four", b up to "five".
+    assert await store.unread_counts("@a:hs", [ROOM]) == {(ROOM, "main"): (2, 0)}
+    assert await store.unread_counts("@b:hs", [ROOM]) == {}
+    assert await store.unread_counts("@c:hs", [ROOM]) == {(ROOM, "main"): (1, 0)}
+    listed = await store.list("@c:hs", None, 10)
+    assert [(n.stream_ordering, n.unread) for n in listed] == [
+        (14, True), (12, False), (11, False), (10, False)]
+    assert [sorted(t) for t in told] == [["@a:hs", "@b:hs", "@c:hs"], ["@b:hs", "@c:hs"],
+                                         ["@a:hs", "@b:hs", "@c:hs"]]
 
 
 class Stream:
