@@ -30,7 +30,7 @@ from federation.server_visibility import ServerVisibility, server_of
 from federation.tls import client_tls_policy
 from homeserver.config import Config
 from homeserver.http.errors import MatrixError
-from homeserver.http.router import Router
+from homeserver.http.router import AUTH_FEDERATION, Router
 from homeserver.http.site import HttpRequest
 from homeserver.media.fetch import IpBlacklist
 from homeserver.rooms.creator import EventCreator
@@ -187,4 +187,44 @@ def build_federation(config: Config, db: Database, clock: Any, signing_key: Sign
         servers = sorted(await visibility.servers_in_room(room_id) - {config.server_name})
         return await handler.backfill(room_id, servers) if servers else 0
     fed.backfill_room = backfill_room  # type: ignore[attr-defined]
+
+    def connect_public_rooms(directory_api: Any) -> None:
+        """/publicRooms both ways: ours to other servers when allowed, theirs to our users."""
+        async def serve(req: HttpRequest) -> tuple[int, Any]:
+            if not fc.allow_public_rooms_over_federation:
+                raise MatrixError(403, "M_FORBIDDEN", "This server does not share its room directory")
+            if req.method == "POST":
+                body = req.json(allow_empty=True).data
+                limit, since = body.get("limit"), body.get("since")
+                flt = body.get("filter") if isinstance(body.get("filter"), dict) else {}
+                term = flt.get("generic_search_term")
+            else:
+                limit, since, term = req.query_int("limit", None, lo=0), req.query("since"), None
+            if (limit is not None and (not isinstance(limit, int) or limit < 0)) or \
+                    (since is not None and not isinstance(since, str)) or \
+                    (term is not None and not isinstance(term, str)):
+                raise MatrixError(400, "M_INVALID_PARAM", "limit, since or filter is malformed")
+            return 200, await directory_api.local_public_rooms(limit, since, term)
+        router.add("GET", "/_matrix/federation/v1/publicRooms", serve, auth=AUTH_FEDERATION)
+        router.add("POST", "/_matrix/federation/v1/publicRooms", serve, auth=AUTH_FEDERATION)
+
+        async def remote(server: str, limit: int | None, since: str | None,
+                         term: str | None) -> Any:
+            body: dict[str, Any] = {}
+            if limit is not None:
+                body["limit"] = limit
+            if since is not None:
+                body["since"] = since
+            if term:
+                body["filter"] = {"generic_search_term": term}
+            try:
+                return await client.post_json(server, "/_matrix/federation/v1/publicRooms", body)
+            except Exception as e:  # noqa: BLE001
+                status = getattr(e, "status", None)
+                if status in (403, 404):
+                    raise MatrixError(status, getattr(e, "errcode", None) or "M_FORBIDDEN",
+                                      f"{server} does not share its room directory") from None
+                raise MatrixError(502, "M_UNKNOWN", f"Could not reach {server}: {e}") from None
+        directory_api.remote_public_rooms = remote
+    fed.connect_public_rooms = connect_public_rooms  # type: ignore[attr-defined]
     return fed

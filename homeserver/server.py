@@ -55,6 +55,7 @@ from homeserver.api.client.versions import VersionsApi
 from federation.tls import server_tls_context_factory
 from federation.e2ee import E2eeFederation
 from federation.wiring import build_federation
+from federation.media import FederationMediaApi, FederationMediaDownloader
 from homeserver.clock import Clock
 from homeserver.config import Config, ListenerConfig
 from homeserver.e2ee.cross_signing import CrossSigningService
@@ -235,7 +236,8 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     membership_api = MembershipApi(rooms, events, directory, serializer)
     membership_api.register(router)
     RelationsApi(RelationsService(RelationStore(db, events), events, visibility), serializer).register(router)
-    DirectoryApi(directory, events, rooms, clock, config.server_name).register(router)
+    directory_api = DirectoryApi(directory, events, rooms, clock, config.server_name)
+    directory_api.register(router)
     ReportingApi(reports, events, accounts, visibility, clock).register(router)
     SearchApi(RoomEventSearch(search_store, events, visibility), serializer).register(router)
     UserDirectoryApi(UserDirectory(user_directory)).register(router)
@@ -314,8 +316,17 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
 
     fed = build_federation(config, db, clock, signing_key, router, events, creator, rooms,
                            resolve, directory, profiles_store, accounts, notifier)
+    # Remote media: fetched over federation and cached; our media served to other servers.
+    fc = config.federation
+    media.remote = FederationMediaDownloader(
+        fed.client, config.server_name, domain_whitelist=fc.domain_whitelist,
+        fetch_url=SafeFetcher(clock.reactor, IpBlacklist(fc.ip_range_blacklist),
+                              config.max_upload_size, fc.client_timeout_ms / 1000,
+                              user_agent="Hearth media").fetch)
+    FederationMediaApi(media).register(router)
     membership_api.remote_alias = fed.remote_alias  # type: ignore[attr-defined]
     rooms_api.backfill = fed.backfill_room  # type: ignore[attr-defined]
+    fed.connect_public_rooms(directory_api)  # type: ignore[attr-defined]
     sync_handler.remote_invite_state = fed.fed_store.get_invite_state
     fed.edus.typing, fed.edus.receipts = typing_notifs, receipts
     typing_notifs.listeners.append(fed.edus.on_typing)

@@ -14,7 +14,7 @@ import pytest
 
 from synapse_compat_tests.federation_fixture import (
     FederationCA, SynapseServer, hearth_federation_server)
-from tests.harness import Client, ServerProcess
+from tests.harness import ENGINES, Client, ServerProcess
 
 pytestmark = pytest.mark.compat
 
@@ -55,9 +55,9 @@ def send(c: Client, room_id: str, body: str) -> str:
     return r.json()["event_id"]
 
 
-@pytest.fixture(scope="module")
-def hearth_fed(federation_ca: FederationCA) -> Iterator[ServerProcess]:
-    srv = hearth_federation_server(federation_ca, "sqlite")
+@pytest.fixture(scope="module", params=ENGINES)
+def hearth_fed(request: pytest.FixtureRequest, federation_ca: FederationCA) -> Iterator[ServerProcess]:
+    srv = hearth_federation_server(federation_ca, request.param)
     try:
         srv.start()
         yield srv
@@ -329,3 +329,20 @@ def test_encrypted_room_across_servers_with_nio(hearth_fed: ServerProcess, synap
             await bob.close()
 
     asyncio.run(scenario())
+
+
+def test_public_room_directories_cross(hearth_fed: ServerProcess, synapse: SynapseServer) -> None:
+    h = hearth_fed.users(1)[0]
+    s = synapse.register(validate=False)
+    name_h, name_s = f"hearth dir {uuid.uuid4().hex[:6]}", f"synapse dir {uuid.uuid4().hex[:6]}"
+    assert h.post("createRoom", {"preset": "public_chat", "visibility": "public",
+                                 "name": name_h}).status_code == 200
+    assert s.post("createRoom", {"preset": "public_chat", "visibility": "public",
+                                 "name": name_s}).status_code == 200
+    r = h.post("publicRooms", {"filter": {"generic_search_term": name_s}},
+               params={"server": synapse.server_name})
+    assert r.status_code == 200, r.text
+    assert [e["name"] for e in r.json()["chunk"]] == [name_s]
+    r = s.get("publicRooms", params={"server": hearth_fed.server_name, "limit": 100})
+    assert r.status_code == 200, r.text
+    assert name_h in [e.get("name") for e in r.json()["chunk"]]

@@ -5,8 +5,12 @@ Every step that makes a file referenced (commit, then insert a row) and every st
 delete it (delete rows, then unlink if unreferenced) runs under a lock on the file's hash, so
 an upload of the same bytes can never lose its file to a concurrent deletion.
 
-Media on other servers is not served yet: that needs federation (GET
-/_matrix/federation/v1/media/download), which does not exist. Such requests answer 404.
+Media of other servers is fetched once through ``remote`` (a RemoteMediaSource, the
+federation downloader wired in server.py) and cached: the bytes in the same content-addressed
+store, a row in ``media`` under the remote origin (no uploader), so later downloads, thumbnails
+(made here from the cached original, like local ones), quarantine and the remote_media_lifetime
+retention treat it like any other row. Concurrent requests for one uncached media share a
+single download.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ from homeserver.http.errors import MatrixError, not_found, too_large
 from homeserver.media.files import ContentFiles, TempFile
 from homeserver.media.ids import new_media_id
 from homeserver.media.locks import KeyedLock
+from homeserver.media.remote import RemoteMediaSource
 from homeserver.media.thumbnails import (ImageTooLarge, NotAnImage, Thumbnail, can_thumbnail,
                                          choose_size, make_thumbnails)
 from storage.media import (UPLOAD_DONE, UPLOAD_EXISTS, UPLOAD_NOT_YOURS, UPLOAD_UNKNOWN,
                            MediaRow, MediaStore, ThumbnailRow)
+from storage.engines import IntegrityError
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +74,9 @@ class MediaRepository:
         self.max_upload_size = max_upload_size
         self._hash_locks = KeyedLock()
         self._thumb_locks = KeyedLock()
+        self._fetch_locks = KeyedLock()
+        # Fetches media of other servers; None: remote media is not available (404).
+        self.remote: RemoteMediaSource | None = None
         self._thumb_slots = defer.DeferredSemaphore(_THUMBNAIL_THREADS)
         self._waiters: dict[tuple[str, str], list[defer.Deferred]] = {}
         self._background: set[defer.Deferred] = set()
@@ -205,13 +214,14 @@ class MediaRepository:
     # --- downloads -------------------------------------------------------------------------------
 
     async def get_content(self, origin: str, media_id: str, timeout_ms: int | None = None, *,
-                          legacy: bool = False) -> Content:
+                          legacy: bool = False, allow_remote: bool = True) -> Content:
         """The content of a media id, waiting up to ``timeout_ms`` for a pending upload.
 
-        ``legacy``: for the unauthenticated endpoints, which refuse media uploaded while
-        authenticated media was on.
+        ``legacy``: for the unauthenticated endpoints, which refuse media uploaded (or fetched)
+        while authenticated media was on. ``allow_remote``: False serves remote media only
+        from the cache.
         """
-        row = await self._readable(origin, media_id, timeout_ms, legacy)
+        row = await self._readable(origin, media_id, timeout_ms, legacy, allow_remote)
         assert row.sha256 is not None
         try:
             data = await self.files.read(row.sha256)
@@ -221,11 +231,11 @@ class MediaRepository:
         return Content(row, data)
 
     async def _readable(self, origin: str, media_id: str, timeout_ms: int | None,
-                        legacy: bool) -> MediaRow:
+                        legacy: bool, allow_remote: bool = True) -> MediaRow:
         if origin != self.server_name:
-            # Remote media needs federation, which does not exist yet.
-            raise not_found("Remote media is not available from this server")
-        row = await self._wait_uploaded(origin, media_id, timeout_ms)
+            row = await self._cached_remote(origin, media_id, timeout_ms, legacy, allow_remote)
+        else:
+            row = await self._wait_uploaded(origin, media_id, timeout_ms)
         if row.quarantined_by is not None:
             raise not_found("Media not found")
         if legacy and row.authenticated:
@@ -264,6 +274,51 @@ class MediaRepository:
                 if not waiting:
                     self._waiters.pop(key, None)
 
+    async def _cached_remote(self, origin: str, media_id: str, timeout_ms: int | None,
+                             legacy: bool, allow_remote: bool) -> MediaRow:
+        """The row of a remote media, downloaded from its origin first if not cached."""
+        row = await self.store.get_media(origin, media_id)
+        if row is not None and row.uploaded:
+            return row
+        if not allow_remote or self.remote is None:
+            raise not_found("Media not found")
+        if legacy and self.config.enable_authenticated_media:
+            # What we would fetch now is authenticated media, which legacy requests never get.
+            raise not_found("Media not found")
+        async with self._fetch_locks((origin, media_id)):
+            # Whoever held the lock before us may have cached it.
+            row = await self.store.get_media(origin, media_id)
+            if row is not None and row.uploaded:
+                return row
+            timeout = DEFAULT_TIMEOUT_MS if timeout_ms is None else timeout_ms
+            fetched = await self.remote.download(origin, media_id, self.max_upload_size, timeout)
+            return await self._cache_remote(origin, media_id, fetched.content_type,
+                                            fetched.upload_name, fetched.data)
+
+    async def _cache_remote(self, origin: str, media_id: str, content_type: str,
+                            upload_name: str | None, data: bytes) -> MediaRow:
+        if len(data) > self.max_upload_size:
+            raise MatrixError(502, "M_TOO_LARGE",
+                              f"Remote media is larger than {self.max_upload_size} bytes")
+        temp = await self.files.write_temp(data)
+        now = self.clock.time_msec()
+        row = MediaRow(origin, media_id, None, content_type, upload_name, temp.length,
+                       temp.sha256, now, None, now, self.config.enable_authenticated_media, None)
+
+        async def record() -> bool:
+            try:
+                await self.store.insert_media(row)
+            except IntegrityError:
+                return False  # a row appeared meanwhile (an admin, another process)
+            return True
+        await self._commit(temp, record)
+        stored = await self.store.get_media(origin, media_id)
+        if stored is None or not stored.uploaded:
+            raise MatrixError(502, "M_UNKNOWN", "Failed to store remote media")
+        logger.info("cached %s bytes of mxc://%s/%s", stored.media_length, origin, media_id)
+        self._after_upload(stored)
+        return stored
+
     def _wake(self, origin: str, media_id: str) -> None:
         for d in self._waiters.pop((origin, media_id), []):
             if not d.called:
@@ -277,10 +332,14 @@ class MediaRepository:
     # --- thumbnails -----------------------------------------------------------------------------
 
     async def get_thumbnail(self, origin: str, media_id: str, width: int, height: int, method: str,
-                            timeout_ms: int | None = None, *, legacy: bool = False
-                            ) -> ThumbnailContent:
-        """The configured thumbnail that best fits ``width`` x ``height``, made if missing."""
-        row = await self._readable(origin, media_id, timeout_ms, legacy)
+                            timeout_ms: int | None = None, *, legacy: bool = False,
+                            allow_remote: bool = True) -> ThumbnailContent:
+        """The configured thumbnail that best fits ``width`` x ``height``, made if missing.
+
+        Thumbnails of remote media are made here from the cached original, so they come in
+        this server's configured sizes and are stored, purged and deleted with it.
+        """
+        row = await self._readable(origin, media_id, timeout_ms, legacy, allow_remote)
         if not can_thumbnail(row.content_type):
             raise cannot_thumbnail()
         size = choose_size(self.config.thumbnail_sizes, width, height, method)

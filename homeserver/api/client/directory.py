@@ -35,6 +35,8 @@ class DirectoryApi:
         self.rooms = rooms
         self.clock = clock
         self.server_name = server_name
+        # async (server, limit, since, term) -> another server's /publicRooms (federation).
+        self.remote_public_rooms: Any = None
 
     def register(self, router: Router) -> None:
         r = router.client
@@ -138,7 +140,14 @@ class DirectoryApi:
     async def _public_rooms(self, server: str | None, limit: int | None, since: str | None,
                             term: str | None) -> tuple[int, Any]:
         if server is not None and server != self.server_name:
-            raise MatrixError(404, "M_NOT_FOUND", "Room directories of other servers need federation")
+            if self.remote_public_rooms is None:
+                raise MatrixError(404, "M_NOT_FOUND", "Room directories of other servers need federation")
+            return 200, await self.remote_public_rooms(server, limit, since, term)
+        return 200, await self.local_public_rooms(limit, since, term)
+
+    async def local_public_rooms(self, limit: int | None, since: str | None,
+                                 term: str | None) -> dict[str, Any]:
+        """This server's published rooms, for clients and (when allowed) other servers."""
         offset = 0
         if since:
             if not re.fullmatch(r"o\d{1,9}", since):
@@ -160,4 +169,4 @@ class DirectoryApi:
             out["next_batch"] = f"o{offset + limit}"
         if offset > 0:
             out["prev_batch"] = f"o{max(0, offset - limit)}"
-        return 200, out
+        return out

@@ -132,10 +132,12 @@ class MediaApi:
     # --- downloads ------------------------------------------------------------------------------
 
     async def download(self, req: HttpRequest, serverName: str, mediaId: str,
-                       fileName: str | None = None, *, legacy: bool = False) -> tuple[int, Any]:
+                       fileName: str | None = None, *, legacy: bool = False,
+                       allow_remote: bool = True) -> tuple[int, Any]:
         check_media_path(serverName, mediaId)
         timeout = req.query_int("timeout_ms", lo=0)
-        content = await self.repo.get_content(serverName, mediaId, timeout, legacy=legacy)
+        content = await self.repo.get_content(serverName, mediaId, timeout, legacy=legacy,
+                                              allow_remote=allow_remote)
         media = content.media
         disposition = "inline" if is_inline(media.content_type) else "attachment"
         return _serve(req, content.data, media.content_type, disposition,
@@ -143,11 +145,12 @@ class MediaApi:
 
     async def legacy_download(self, req: HttpRequest, serverName: str, mediaId: str,
                               fileName: str | None = None) -> tuple[int, Any]:
-        req.query_bool("allow_remote", True)  # checked for form; remote media is not served yet
-        return await self.download(req, serverName, mediaId, fileName, legacy=True)
+        allow_remote = req.query_bool("allow_remote", True)
+        return await self.download(req, serverName, mediaId, fileName, legacy=True,
+                                   allow_remote=allow_remote)
 
     async def thumbnail(self, req: HttpRequest, serverName: str, mediaId: str, *,
-                        legacy: bool = False) -> tuple[int, Any]:
+                        legacy: bool = False, allow_remote: bool = True) -> tuple[int, Any]:
         check_media_path(serverName, mediaId)
         width = req.query_int("width", lo=1)
         height = req.query_int("height", lo=1)
@@ -162,14 +165,15 @@ class MediaApi:
         req.query_bool("animated")
         timeout = req.query_int("timeout_ms", lo=0)
         thumb = await self.repo.get_thumbnail(serverName, mediaId, width, height, method, timeout,
-                                              legacy=legacy)
+                                              legacy=legacy, allow_remote=allow_remote)
         ctype = thumb.thumbnail.content_type
         return _serve(req, thumb.data, ctype, "inline", _THUMBNAIL_NAMES.get(ctype, "thumbnail"))
 
     async def legacy_thumbnail(self, req: HttpRequest, serverName: str, mediaId: str
                                ) -> tuple[int, Any]:
-        req.query_bool("allow_remote", True)
-        return await self.thumbnail(req, serverName, mediaId, legacy=True)
+        allow_remote = req.query_bool("allow_remote", True)
+        return await self.thumbnail(req, serverName, mediaId, legacy=True,
+                                    allow_remote=allow_remote)
 
     # --- the rest -------------------------------------------------------------------------------
 
