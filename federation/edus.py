@@ -23,6 +23,7 @@ class EduBridge:
         self.clock = clock
         self.typing: Any = None
         self.receipts: Any = None
+        self.presence: Any = None
 
     async def _servers(self, room_id: str) -> set[str]:
         members = await self.events.get_members(room_id, ("join",))
@@ -57,6 +58,17 @@ class EduBridge:
             await self.sender.send_edu(server, "m.receipt", content,
                                        key=f"{room_id}/{user_id}/{thread_id or ''}")
 
+    async def on_presence(self, user_id: str, presence: Any) -> None:
+        if server_of(user_id) != self.server_name:
+            return
+        servers: set[str] = set()
+        for room_id in await self.events.get_rooms_for_user(user_id):
+            servers |= await self._servers(room_id)
+        item = {"user_id": user_id, **presence.content(self.clock.time_msec())}
+        item.setdefault("currently_active", False)
+        for server in servers:
+            await self.sender.send_edu(server, "m.presence", {"push": [item]}, key=user_id)
+
     # --- in ------------------------------------------------------------------------------------
 
     async def typing_edu(self, origin: str, content: Any) -> None:
@@ -68,6 +80,21 @@ class EduBridge:
         timeout = content.get("timeout", 30_000)
         timeout = timeout if isinstance(timeout, int) and not isinstance(timeout, bool) else 30_000
         await self.typing.set_typing(user_id, room_id, content.get("typing") is True, timeout)
+
+    async def presence_edu(self, origin: str, content: Any) -> None:
+        if not isinstance(content, dict) or self.presence is None:
+            return
+        for item in content.get("push", []) if isinstance(content.get("push"), list) else []:
+            if not isinstance(item, dict):
+                continue
+            user_id, state = item.get("user_id"), item.get("presence")
+            if not isinstance(user_id, str) or server_of(user_id) != origin or not isinstance(state, str):
+                continue
+            status = item.get("status_msg")
+            ago = item.get("last_active_ago")
+            await self.presence.set_remote(user_id, state, status if isinstance(status, str) else None,
+                                           ago if isinstance(ago, int) and not isinstance(ago, bool) else None,
+                                           item.get("currently_active") is True)
 
     async def receipt_edu(self, origin: str, content: Any) -> None:
         if not isinstance(content, dict) or self.receipts is None:

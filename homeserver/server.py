@@ -333,6 +333,9 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     receipts.listeners.append(fed.edus.on_receipt)
     fed.api.edu_handlers["m.typing"] = fed.edus.typing_edu
     fed.api.edu_handlers["m.receipt"] = fed.edus.receipt_edu
+    fed.edus.presence = presence
+    presence.listeners.append(fed.edus.on_presence)
+    fed.api.edu_handlers["m.presence"] = fed.edus.presence_edu
     e2ee_fed = E2eeFederation(config.server_name, fed.client, fed.sender, events, e2e_keys,
                               to_device, device_lists, e2e_key_store)
     e2ee_fed.register(router)

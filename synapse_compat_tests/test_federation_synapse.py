@@ -346,3 +346,22 @@ def test_public_room_directories_cross(hearth_fed: ServerProcess, synapse: Synap
     r = s.get("publicRooms", params={"server": hearth_fed.server_name, "limit": 100})
     assert r.status_code == 200, r.text
     assert name_h in [e.get("name") for e in r.json()["chunk"]]
+
+
+def test_presence_crosses(hearth_fed: ServerProcess, synapse: SynapseServer) -> None:
+    h = hearth_fed.users(1)[0]
+    s = synapse.register(validate=False)
+    room = h.post("createRoom", {"preset": "public_chat"}).json()["room_id"]
+    assert s.post(f"join/{q(room)}", {}, params={"server_name": hearth_fed.server_name}).status_code == 200
+    wait_for("the join on Hearth", lambda: s.user_id in joined(h, room))
+    status_h, status_s = f"busy {uuid.uuid4().hex[:6]}", f"away {uuid.uuid4().hex[:6]}"
+    assert h.put(f"presence/{q(h.user_id)}/status",
+                 {"presence": "online", "status_msg": status_h}).status_code == 200
+    assert s.put(f"presence/{q(s.user_id)}/status",
+                 {"presence": "unavailable", "status_msg": status_s}).status_code == 200
+
+    def seen(c: Client, who: str, status: str) -> bool:
+        r = c.get(f"presence/{q(who)}/status", validate=False)
+        return r.status_code == 200 and r.json().get("status_msg") == status
+    wait_for("Hearth's presence on Synapse", lambda: seen(s, h.user_id, status_h))
+    wait_for("Synapse's presence on Hearth", lambda: seen(h, s.user_id, status_s))

@@ -92,6 +92,8 @@ class PresenceService:
         # local user -> when last seen (a /sync, a PUT or activity): for the offline timeout
         self._last_seen: dict[str, int] = {}
         self._loop: Any = None
+        # async (user id, Presence): told of each visible change (federation sends it on).
+        self.listeners: list[Any] = []
 
     async def load(self) -> None:
         """Read the stored states, give every local user shown as present a fresh offline
@@ -210,6 +212,20 @@ class PresenceService:
         stream_id = await self.store.upsert(user_id, new.state, new.status_msg,
                                             new.last_active_ts, new.currently_active, new.explicit)
         self.notifier.notify("presence", stream_id, users=await self._audience(user_id))
+        for listener in self.listeners:
+            try:
+                await listener(user_id, new)
+            except Exception:
+                logger.exception("presence listener failed")
+
+    async def set_remote(self, user_id: str, state: str, status_msg: str | None,
+                         last_active_ago: int | None, currently_active: bool) -> None:
+        """Presence another server reported for one of its users (its server times it out)."""
+        if not self.enabled or self._is_local(user_id) or state not in (ONLINE, UNAVAILABLE, OFFLINE):
+            return
+        now = self.clock.time_msec()
+        last = now - max(0, last_active_ago) if isinstance(last_active_ago, int) else 0
+        await self._update(user_id, Presence(state, status_msg, last, currently_active, True))
 
     async def _audience(self, user_id: str) -> set[str]:
         users = {user_id}

@@ -203,18 +203,19 @@ class PushProcessor:
         self._schedule(now=True)
 
     async def _work(self) -> None:
+        batch: list[tuple[int, PersistedEvent]] = []
         try:
             if self._catch_up is not None:
                 await self._run_catch_up()
-            if self._queue:
-                batch, self._queue = self._queue[:_BATCH], self._queue[_BATCH:]
-                try:
-                    await self.process_batch([p for _, p in batch])
-                except Exception:
-                    logger.exception("push evaluation of %d events failed", len(batch))
-                self._finished(batch[-1][0])
+            batch, self._queue = self._queue[:_BATCH], self._queue[_BATCH:]
+            if batch:
+                await self.process_batch([p for _, p in batch])
+        except Exception:
+            logger.exception("push evaluation of %d events failed", len(batch))
         finally:
             self._working = False
+        if batch:
+            self._finished(batch[-1][0])
         if self._queue:
             self._schedule(now=bool(self._waiters) or len(self._queue) >= _BATCH)
 
