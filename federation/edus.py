@@ -26,7 +26,8 @@ class EduBridge:
         self.presence: Any = None
 
     async def _servers(self, room_id: str) -> set[str]:
-        members = await self.events.get_members(room_id, ("join",))
+        # The cached member set (joined, invited, knocking): no database read per EDU.
+        members = await self.events.get_interested_users(room_id)
         return {server_of(u) for u in members} - {self.server_name}
 
     async def _joined(self, origin: str, user_id: Any, room_id: Any) -> bool:

@@ -132,7 +132,9 @@ def build_federation(config: Config, db: Database, clock: Any, signing_key: Sign
             return
 
         async def queue() -> None:
-            servers = await visibility.servers_in_room(ev.room_id)
+            # The cached joined/invited/knocking set: no database read for a room whose
+            # members are all ours (the common case costs nothing per event).
+            servers = {server_of(u) for u in await events.get_interested_users(ev.room_id)}
             if ev.type == "m.room.member" and ev.state_key:
                 servers.add(server_of(ev.state_key))  # the kicked, banned or invited user's server
             await sender.send_pdu(ev.event_id, servers)
