@@ -370,6 +370,7 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     scheduler.at_shutdown("finish thumbnails", media.wait_background)
     scheduler.every("prune read push notifications", 3600.0,
                     lambda: notification_store.delete_read_before(clock.time_msec() - 30 * 86400_000))
+    scheduler.at_shutdown("finish push evaluation", push.wait_pending)
     scheduler.at_shutdown("stop pushers", pushers.stop)
     await fed.start()
     scheduler.at_shutdown("stop federation", fed.stop)
