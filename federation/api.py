@@ -165,8 +165,12 @@ class FederationApi:
     async def _process_transaction(self, origin: str, pdus: list[Any], edus: list[Any]
                                    ) -> dict[str, Any]:
         results: dict[str, Any] = {}
-        for pdu in pdus:
+        for i, pdu in enumerate(pdus):
             event_id = await self._event_id_of(pdu)
+            if event_id is None:
+                # Nothing to key an answer by: refused, and said so in the log only.
+                logger.info("PDU %d of a transaction from %s has no event id; dropped", i, origin)
+                continue
             try:
                 room_id = pdu.get("room_id") if isinstance(pdu, dict) else None
                 if isinstance(room_id, str):
@@ -194,18 +198,21 @@ class FederationApi:
                 logger.exception("EDU %s from %s failed", edu["edu_type"], origin)
         return {"pdus": results}
 
-    async def _event_id_of(self, pdu: Any) -> str:
-        """The id a PDU is reported under in the /send answer."""
+    async def _event_id_of(self, pdu: Any) -> str | None:
+        """The id a PDU is reported under in the /send answer: its reference hash in rooms v3
+        and later (a PDU's own "event_id" field proves nothing there); None when it has none."""
         if not isinstance(pdu, dict):
-            return "<malformed>"
-        if isinstance(pdu.get("event_id"), str):
-            return pdu["event_id"]
+            return None
         rid = pdu.get("room_id")
         rv = await self.store.get_room_version(rid) if isinstance(rid, str) else None
-        try:
-            return compute_event_id(pdu, rv or "10")
-        except Exception:  # noqa: BLE001 - a PDU malformed enough to have no id
-            return "<malformed>"
+        if rv is None and isinstance(pdu.get("event_id"), str):
+            return pdu["event_id"]  # an unknown room: a v1/v2 id if it carries one
+        if rv is None or get_room_version(rv).event_id_is_reference_hash:
+            try:
+                return compute_event_id(pdu, rv or "10")
+            except Exception:  # noqa: BLE001 - a PDU malformed enough to have no id
+                return None
+        return pdu["event_id"] if isinstance(pdu.get("event_id"), str) else None
 
     # --- joins, leaves and knocks ----------------------------------------------------------------
 

@@ -17,6 +17,11 @@ from homeserver.rooms.events import Event, EventFormatError
 logger = logging.getLogger(__name__)
 
 MAX_PDU_BYTES = 65_536
+# Spec "Size limits": these fields are at most 255 bytes. Rooms before v11 have always been
+# checked in characters by other servers, so they are here too (no event they took is refused).
+MAX_FIELD_BYTES = 255
+_SIZED_FIELDS = ("type", "state_key", "sender", "room_id", "event_id")
+_FIELD_LIMIT_IN_CHARACTERS = frozenset(str(v) for v in range(1, 11))
 
 # Verifies the signatures an event must carry; raises ValueError when one is missing or bad.
 SignatureVerifier = Callable[[Event], Awaitable[None]]
@@ -53,6 +58,12 @@ def parse_pdu(pdu: Any, rv: RoomVersion, room_id: str | None = None) -> Event:
         value = pdu.get(key)
         if not isinstance(value, str) or not value.startswith("@") or ":" not in value:
             raise PduRejected(f"'{key}' is not a user id")
+    in_characters = rv.identifier in _FIELD_LIMIT_IN_CHARACTERS
+    for key in _SIZED_FIELDS:
+        value = pdu.get(key)
+        if isinstance(value, str) and (len(value) if in_characters else
+                                       len(value.encode("utf-8"))) > MAX_FIELD_BYTES:
+            raise PduRejected(f"'{key}' is over {MAX_FIELD_BYTES} bytes")
     return event
 
 

@@ -90,6 +90,20 @@ def _padded(items: Sequence[Any]) -> Iterator[list[Any]]:
         yield chunk + [chunk[-1]] * (size - len(chunk))
 
 
+def _split(items: Sequence[Any]) -> Iterator[list[Any]]:
+    """``items`` in chunks of the sizes in ``_SIZES``, largest first, with only the last few
+    (fewer than 8) padded like ``_padded``: big inserts waste no work on repeats."""
+    i, n = 0, len(items)
+    for size in _SIZES:
+        if size < 8:
+            break
+        while n - i >= size:
+            yield list(items[i:i + size])
+            i += size
+    if i < n:
+        yield from _padded(items[i:])
+
+
 def _marks(n: int, width: int) -> str:
     row = "(" + ", ".join("?" * width) + ")"
     return ", ".join([row] * n)
@@ -205,7 +219,7 @@ class NotificationStore:
                 rows.extend((u, a.stream_ordering, a.event_id, a.room_id, a.thread_id, actions_json,
                              highlight, a.ts) for u in users)
         # A repeated row (padding) is skipped like a notification stored before.
-        for chunk in _padded(rows):
+        for chunk in _split(rows):
             txn.execute(
                 "INSERT INTO push_notifications (user_id, stream_ordering, event_id, room_id,"
                 " thread_id, actions_json, highlight, unread, ts)"
@@ -321,9 +335,15 @@ class NotificationStore:
             return {}
         return await self.db.run("unread_notification_counts", fn)
 
-    async def unread_total(self, user_id: str) -> int:
-        rows = await self.db.query("SELECT COUNT(*) FROM push_notifications WHERE user_id = ?"
-                                   " AND unread", (user_id,))
+    async def unread_total(self, user_id: str, upto: int | None = None) -> int:
+        """How many of the user's notifications are unread (with ``upto``: of those with a
+        stream ordering up to it)."""
+        sql = "SELECT COUNT(*) FROM push_notifications WHERE user_id = ? AND unread"
+        args: list[Any] = [user_id]
+        if upto is not None:
+            sql += " AND stream_ordering <= ?"
+            args.append(upto)
+        rows = await self.db.query(sql, args)
         return int(rows[0][0])
 
     async def list(self, user_id: str, before: int | None, limit: int,

@@ -45,7 +45,7 @@ ENCRYPTED = "m.room.encrypted"
 _CONTEXT_CACHE_SIZE = 512
 _BATCH = 500          # events evaluated and written together at most
 # How long the first event of a batch waits for others to join it (unless /sync waits for it).
-_DELAY_S = 0.05
+_DELAY_S = 0.1
 _CATCH_UP_PAGE = 200  # events read at a time when catching up at start-up
 _WAIT_LIMIT_S = 10.0
 
@@ -116,7 +116,6 @@ class Audience:
     does not change from one event to the next."""
     facts: RoomFacts
     visible: bool                        # joined members may see events (always, today)
-    local: frozenset[str]                # local joined users
     display_names: Mapping[str, str]     # joined users with a display name
     rules_version: int                   # PushRuleService.version the grouping was made at
     groups: tuple[tuple[Ruleset, frozenset[str]], ...]  # local joined users by ruleset
@@ -133,7 +132,7 @@ class PushProcessor:
         self.clock = clock
         self.server_name = server_name
         self._suffix = ":" + server_name
-        # Called with the users who got a new unread notification (pushers send it on).
+        # Called after each batch with the users it notified (pushers send on what is unread).
         self.listeners: list[Callable[[list[str]], Any]] = []
         self._facts: OrderedDict[int, RoomFacts] = OrderedDict()
         self._audiences: OrderedDict[int, Audience] = OrderedDict()
@@ -407,7 +406,7 @@ class PushProcessor:
         audience = Audience(
             facts=facts,
             visible=Visibility.visible(facts.history_visibility, "join", 0, []),
-            local=local, display_names={u: n for u, n in facts.joined.items() if n},
+            display_names={u: n for u, n in facts.joined.items() if n},
             rules_version=version,
             groups=tuple((rs, frozenset(users)) for rs, users in rulesets.items()))
         if self.rules.version == version:  # no change raced with reading the rules

@@ -235,7 +235,8 @@ class PusherService:
     # --- delivery ------------------------------------------------------------------------------
 
     def on_notified(self, user_ids: list[str]) -> None:
-        """PushProcessor listener: these users have a new unread notification."""
+        """PushProcessor listener: these users were just notified (each pusher sends what it
+        finds unread)."""
         for user_id in user_ids:
             for w in self._user_workers(user_id):
                 w.poke()
@@ -268,7 +269,9 @@ class PusherService:
             return None
         ev = row.event
         tweaks = tweaks_of(n.actions)
-        unread = await self.notifications.unread_total(p.user_id)
+        # The badge as of this notification: evaluation writes a burst of events at once, so
+        # later ones may be stored already; their own pushes carry the higher counts.
+        unread = await self.notifications.unread_total(p.user_id, upto=n.stream_ordering)
         # Low priority unless the notification makes a sound, highlights, or (encrypted) might.
         high = ev.type == ENCRYPTED or bool(tweaks.get("sound")) or tweaks.get("highlight") is True
         notification: dict[str, Any] = {
