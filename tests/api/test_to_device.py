@@ -111,9 +111,15 @@ async def test_explicit_devices_unknown_devices_and_remote_users(
     assert await _pending(server_db, bob) == []
     assert await _pending(server_db, bob2) == [
         {"type": "org.example.ping", "sender": alice.user_id, "content": {"to": "bob2"}}]
-    # Remote users are accepted and dropped (federation routing comes with the federation
-    # issue); unknown local users and devices get nothing.
-    assert "remote user @someone:remote.example" in server.log()
+    # Remote users' messages are queued for their server as one m.direct_to_device EDU
+    # (durably, whether or not that server answers); unknown local users and devices get
+    # nothing.
+    edus = await server_db.query("SELECT edu_type, content_json FROM federation_outbox_edus"
+                                 " WHERE destination = ?", ("remote.example",))
+    assert [t for t, _ in edus] == ["m.direct_to_device"]
+    content = json.loads(edus[0][1])
+    assert (content["sender"], content["type"]) == (alice.user_id, "org.example.ping")
+    assert content["messages"] == {"@someone:remote.example": {"*": {"x": 1}, "DEV": {"y": 2}}}
     assert await server_db.query("SELECT 1 FROM device_inbox WHERE user_id IN (?, ?, ?)",
                                  ("@someone:remote.example", "@nobody:" + SERVER,
                                   alice.user_id)) == []
