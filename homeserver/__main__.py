@@ -142,6 +142,10 @@ def _run(config: Config) -> int:
             return
         print(f"Hearth is running as {config.server_name}.\n{_first_run_hint(config)}", flush=True)
 
+    # The reactor thread and the database threads share the GIL: with CPython's default 5 ms
+    # switch interval a database call that returns while the reactor is busy waits up to 5 ms
+    # to run again. A shorter interval hands the GIL back sooner (measured in bench/).
+    sys.setswitchinterval(0.0005)
     reactor.callWhenRunning(lambda: defer.ensureDeferred(boot()))
     reactor.run()
     return 1 if failed else 0
