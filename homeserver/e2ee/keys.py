@@ -56,6 +56,8 @@ class KeyService:
         self.server_name = server_name
         # federation/e2ee.E2eeFederation when federation is on: remote users' keys.
         self.remote: Any = None
+        self._counts: dict[tuple[str, str], dict[str, Any]] = {}
+        self._count_gen: dict[tuple[str, str], int] = {}
 
     def is_local(self, user_id: str) -> bool:
         return user_id.partition(":")[2] == self.server_name
@@ -102,6 +104,8 @@ class KeyService:
                                                   device_keys, accept, otks, fallbacks)
         except KeyConflict as e:
             raise _bad(f"One-time key {e.name} already exists with different content") from None
+        finally:
+            self._forget_counts(user_id, device_id)
         await self.device_lists.changed(user_id, pos)
         return self._with_default(counts)
 
@@ -110,13 +114,36 @@ class KeyService:
         # Some clients read signed_curve25519 without a default: always report it.
         return {SIGNED_CURVE25519: 0, **counts}
 
+    # Every /sync response carries the device's key counts: they are cached per device and
+    # forgotten after each upload, claim or deletion that touches the device. A read racing
+    # such a write is not cached (the generation moved).
+    def _forget_counts(self, user_id: str, device_id: str) -> None:
+        key = (user_id, device_id)
+        self._counts.pop(key, None)
+        self._count_gen[key] = self._count_gen.get(key, 0) + 1
+
+    async def _cached(self, kind: str, user_id: str, device_id: str, load: Any) -> Any:
+        key = (user_id, device_id)
+        hit = self._counts.get(key, {}).get(kind)
+        if hit is not None:
+            return hit
+        gen = self._count_gen.get(key, 0)
+        value = await load(user_id, device_id)
+        if self._count_gen.get(key, 0) == gen:
+            if len(self._counts) > 100_000:
+                self._counts.clear()
+            self._counts.setdefault(key, {})[kind] = value
+        return value
+
     async def one_time_key_counts(self, user_id: str, device_id: str) -> dict[str, int]:
         """For /sync's device_one_time_keys_count: algorithm -> unclaimed one-time keys."""
-        return self._with_default(await self.store.one_time_key_counts(user_id, device_id))
+        counts = await self._cached("otk", user_id, device_id, self.store.one_time_key_counts)
+        return self._with_default(counts)
 
     async def unused_fallback_key_types(self, user_id: str, device_id: str) -> list[str]:
         """For /sync's device_unused_fallback_key_types."""
-        return await self.store.unused_fallback_key_types(user_id, device_id)
+        return list(await self._cached("fallback", user_id, device_id,
+                                       self.store.unused_fallback_key_types))
 
     # --- /keys/query -----------------------------------------------------------------------------
 
@@ -160,7 +187,11 @@ class KeyService:
         requests = [(u, d, alg) for u, devices in wanted.items() if self.is_local(u)
                     for d, alg in devices.items()]
         failures = {u.partition(":")[2]: dict(REMOTE_FAILURE) for u in wanted if not self.is_local(u)}
-        claimed = await self.store.claim(requests)
+        try:
+            claimed = await self.store.claim(requests)
+        finally:
+            for user, device, _ in requests:
+                self._forget_counts(user, device)
         out: dict[str, dict[str, dict[str, Any]]] = {}
         for (user, device, _), key in sorted(claimed.items()):
             out.setdefault(user, {}).setdefault(device, {})[key.name] = key.key
@@ -175,5 +206,9 @@ class KeyService:
 
     async def devices_deleted(self, user_id: str, device_ids: list[str]) -> None:
         """SessionService listener: a deleted device's keys go, and watchers hear of it."""
-        pos = await self.store.delete_devices(user_id, device_ids)
+        try:
+            pos = await self.store.delete_devices(user_id, device_ids)
+        finally:
+            for device_id in device_ids:
+                self._forget_counts(user_id, device_id)
         await self.device_lists.changed(user_id, pos)
