@@ -263,7 +263,7 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     # Events committed but not evaluated before the last stop are evaluated now (in the
     # background); with push off, the position is forgotten.
     await push.start(config.push_enabled)
-    push_counts = NotificationCounts(notification_store, push.wait_pending)
+    push_counts = NotificationCounts(notification_store, push.wait_pending, clock.call_later)
     receipts.listeners.append(push_counts.on_receipt)
     pushers = PusherService(PusherStore(db), notification_store, events, push, clock,
                             HttpGateway(clock.reactor))

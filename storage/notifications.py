@@ -335,6 +335,27 @@ class NotificationStore:
             return {}
         return await self.db.run("unread_notification_counts", fn)
 
+    async def unread_counts_many(self, requests: list[tuple[str, list[str]]]
+                                 ) -> list[dict[tuple[str, str], tuple[int, int]]]:
+        """``unread_counts`` for several users in one transaction (a /sync wake-up of many
+        members of one room asks for all of theirs at once)."""
+        def fn(txn: Transaction) -> list[dict[tuple[str, str], tuple[int, int]]]:
+            results = []
+            for user_id, room_ids in requests:
+                ids = sorted(set(room_ids))
+                out: dict[tuple[str, str], tuple[int, int]] = {}
+                for i in range(0, len(ids), _CHUNK):
+                    chunk = ids[i:i + _CHUNK]
+                    for room_id, thread_id, n, h in txn.query(
+                            "SELECT room_id, thread_id, COUNT(*), SUM(CASE WHEN highlight THEN 1 ELSE 0 END)"
+                            " FROM push_notifications WHERE user_id = ? AND unread"
+                            f" AND room_id IN ({','.join('?' * len(chunk))}) GROUP BY room_id, thread_id",
+                            (user_id, *chunk)):
+                        out[(room_id, thread_id)] = (int(n), int(h or 0))
+                results.append(out)
+            return results
+        return await self.db.run("unread_notification_counts_many", fn)
+
     async def unread_total(self, user_id: str, upto: int | None = None) -> int:
         """How many of the user's notifications are unread (with ``upto``: of those with a
         stream ordering up to it)."""

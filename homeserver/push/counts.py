@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Awaitable, Callable, Iterable
 
+from twisted.internet import defer
+
 from storage.events import EventRow
 from storage.notifications import UNTHREADED, NotificationStore
 
@@ -28,12 +30,40 @@ def _counts(n: int = 0, h: int = 0) -> Counts:
 
 class NotificationCounts:
     def __init__(self, store: NotificationStore,
-                 wait_pending: Callable[[list[str]], Awaitable[None]] | None = None) -> None:
+                 wait_pending: Callable[[list[str]], Awaitable[None]] | None = None,
+                 call_later: Callable[..., Any] | None = None) -> None:
         self.store = store
         self._wait_pending = wait_pending
+        # With call_later, the count reads of one reactor turn share one transaction: when a
+        # message wakes the /sync of every member, they all ask at once.
+        self._call_later = call_later
+        self._queue: list[tuple[str, list[str], defer.Deferred]] = []
         # Called with a user whose unread notifications a receipt just cleared (pushers send
         # the new badge count).
         self.listeners: list[Callable[[str], Any]] = []
+
+    async def _unread(self, user_id: str, room_ids: list[str]
+                      ) -> dict[tuple[str, str], tuple[int, int]]:
+        if self._call_later is None or not room_ids:
+            return await self.store.unread_counts(user_id, room_ids)
+        waiter: defer.Deferred = defer.Deferred()
+        self._queue.append((user_id, room_ids, waiter))
+        if len(self._queue) == 1:
+            self._call_later(0, self._flush)
+        return await waiter
+
+    def _flush(self) -> None:
+        batch, self._queue = self._queue, []
+
+        def done(results: list[Any]) -> None:
+            for (_, _, waiter), result in zip(batch, results):
+                waiter.callback(result)
+
+        def failed(f: Any) -> None:
+            for _, _, waiter in batch:
+                waiter.errback(f)
+        defer.ensureDeferred(self.store.unread_counts_many(
+            [(u, ids) for u, ids, _ in batch])).addCallbacks(done, failed)
 
     async def _settled(self, room_ids: list[str]) -> None:
         """Wait for the evaluations in flight in these rooms."""
@@ -49,7 +79,7 @@ class NotificationCounts:
         ids = list(room_ids)
         await self._settled(ids)
         out = {r: _counts() for r in ids}
-        for (room_id, thread_id), (n, h) in (await self.store.unread_counts(user_id, ids)).items():
+        for (room_id, thread_id), (n, h) in (await self._unread(user_id, ids)).items():
             if threaded and thread_id != MAIN_THREAD:
                 continue
             c = out[room_id]
@@ -64,7 +94,7 @@ class NotificationCounts:
         ids = list(room_ids)
         await self._settled(ids)
         out: dict[str, dict[str, Counts]] = {}
-        for (room_id, thread_id), (n, h) in (await self.store.unread_counts(user_id, ids)).items():
+        for (room_id, thread_id), (n, h) in (await self._unread(user_id, ids)).items():
             if thread_id != MAIN_THREAD:
                 out.setdefault(room_id, {})[thread_id] = _counts(n, h)
         return out
