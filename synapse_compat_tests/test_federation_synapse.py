@@ -365,3 +365,32 @@ def test_presence_crosses(hearth_fed: ServerProcess, synapse: SynapseServer) -> 
         return r.status_code == 200 and r.json().get("status_msg") == status
     wait_for("Hearth's presence on Synapse", lambda: seen(s, h.user_id, status_h))
     wait_for("Synapse's presence on Hearth", lambda: seen(h, s.user_id, status_s))
+
+
+def test_knocks_cross_both_ways(hearth_fed: ServerProcess, synapse: SynapseServer) -> None:
+    h = hearth_fed.users(1)[0]
+    s = synapse.register(validate=False)
+    knock_rules = [{"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}]
+    # A Synapse user knocks on a Hearth room and is let in.
+    room_h = h.post("createRoom", {"preset": "private_chat", "initial_state": knock_rules}).json()["room_id"]
+    r = s.post(f"knock/{q(room_h)}", {"reason": "let me in"}, params={"server_name": hearth_fed.server_name})
+    assert r.status_code == 200, r.text
+
+    def membership(c: Client, room: str, who: str) -> str | None:
+        st = c.get(f"rooms/{q(room)}/state/m.room.member/{q(who)}", validate=False)
+        return st.json().get("membership") if st.status_code == 200 else None
+    wait_for("the knock on Hearth", lambda: membership(h, room_h, s.user_id) == "knock")
+    assert h.post(f"rooms/{q(room_h)}/invite", {"user_id": s.user_id}).status_code == 200
+    sync_until(s, "the invite after the knock",
+               lambda b: b.get("rooms", {}).get("invite", {}).get(room_h))
+    assert s.post(f"rooms/{q(room_h)}/join", {}).status_code == 200
+    wait_for("the knocker joined on Hearth", lambda: s.user_id in joined(h, room_h))
+    # A Hearth user knocks on a Synapse room: Synapse sees the knock and lets her in.
+    room_s = s.post("createRoom", {"preset": "private_chat", "initial_state": knock_rules}).json()["room_id"]
+    r = h.post(f"knock/{q(room_s)}", {}, params={"server_name": synapse.server_name})
+    assert r.status_code == 200, r.text
+    wait_for("the knock on Synapse", lambda: membership(s, room_s, h.user_id) == "knock")
+    assert s.post(f"rooms/{q(room_s)}/invite", {"user_id": h.user_id}).status_code == 200
+    sync_until(h, "the invite on Hearth", lambda b: b.get("rooms", {}).get("invite", {}).get(room_s))
+    assert h.post(f"rooms/{q(room_s)}/join", {}).status_code == 200
+    wait_for("the Hearth knocker joined on Synapse", lambda: h.user_id in joined(s, room_s))
