@@ -99,6 +99,19 @@ class FederationSender:
         for d in dests:
             self._kick(d)
 
+    def queue_pdu_txn(self, txn: Any, event_id: str, destinations: Iterable[str]) -> None:
+        """Queue a PDU in the transaction that persists the event; sending starts once it has
+        committed."""
+        dests = self._remote(destinations)
+        if not dests:
+            return
+        self._store.add_pdu_txn(txn, event_id, dests)
+
+        def kick() -> None:
+            for d in dests:
+                self._kick(d)
+        txn.call_after_commit(kick)
+
     async def send_edu(self, destination: str, edu_type: str, content: Mapping[str, Any],
                        key: str | None = None) -> None:
         """Queue an EDU for one destination; with ``key``, it replaces a waiting EDU of the same

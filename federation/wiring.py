@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import quote
 
-from twisted.internet import defer
-
 from crypto.keys import SigningKey
 from federation.api import FederationApi
 from federation.auth import XMatrixAuthenticator
@@ -25,6 +23,7 @@ from federation.event_handler import FederationEventHandler
 from federation.keyring import Keyring
 from federation.keys_api import KeysApi
 from federation.membership import RemoteMembership
+from federation.outbox import outbox_hook
 from federation.sender import FederationSender
 from federation.server_visibility import ServerVisibility, server_of
 from federation.tls import client_tls_policy
@@ -125,23 +124,7 @@ def build_federation(config: Config, db: Database, clock: Any, signing_key: Sign
         await sender.wake(origin)
     api.on_invite = on_invite
 
-    def send_out(persisted: PersistedEvent) -> None:
-        """Queue our users' events for every other server in the room."""
-        ev = persisted.event
-        if server_of(ev.sender) != config.server_name:
-            return
-
-        async def queue() -> None:
-            # The cached joined/invited/knocking set: no database read for a room whose
-            # members are all ours (the common case costs nothing per event).
-            servers = {server_of(u) for u in await events.get_interested_users(ev.room_id)}
-            if ev.type == "m.room.member" and ev.state_key:
-                servers.add(server_of(ev.state_key))  # the kicked, banned or invited user's server
-            await sender.send_pdu(ev.event_id, servers)
-        defer.ensureDeferred(queue()).addErrback(
-            lambda f: logger.error("queueing %s for federation failed: %s", ev.event_id,
-                                   f.getTraceback()))
-    creator.listeners.append(send_out)
+    events.persist_hooks.append(outbox_hook(events, sender, config.server_name))
 
     async def query_directory(req: HttpRequest) -> Any:
         alias = req.query("room_alias", required=True)

@@ -449,6 +449,17 @@ class EventStore:
                                    " WHERE room_id = ? AND user_id = ?", (room_id, user_id))
         return tuple(rows[0]) if rows else None  # type: ignore[return-value]
 
+    def cached_interested_users(self, room_id: str) -> set[str] | None:
+        """The cached joined/invited/knocking users of a room, or None when not cached (or
+        changing under our feet: callable from a database thread)."""
+        users = self._interested.get(room_id)
+        if users is None:
+            return None
+        try:
+            return set(users)
+        except RuntimeError:  # the reactor changed the set while we copied it
+            return None
+
     async def get_interested_users(self, room_id: str) -> set[str]:
         """Users joined to, invited to or knocking on a room (cached, kept current on persist)."""
         users = self._interested.get(room_id)

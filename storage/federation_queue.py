@@ -75,6 +75,17 @@ class FederationQueueStore:
             rows = [(self.stream_ids.next(), d, event_id) for d in dests]
             await self.db.run("federation_queue_add_pdu", fn, rows)
 
+    def add_pdu_txn(self, txn: Transaction, event_id: str, destinations: Iterable[str]) -> None:
+        """``add_pdu`` inside the caller's transaction: the event and its place in the outbox
+        commit together, so a crash can never keep one without the other."""
+        dests = sorted(set(destinations))
+        if not dests:
+            return
+        rows = [(self.stream_ids.next(), d, event_id) for d in dests]
+        txn.executemany("INSERT INTO federation_outbox_pdus (stream_id, destination, event_id)"
+                        " VALUES (?, ?, ?) ON CONFLICT (destination, event_id) DO NOTHING", rows)
+        _advance_stream(txn, rows[-1][0])
+
     async def add_edu(self, destinations: Iterable[str], edu_type: str, content: Mapping[str, Any],
                       key: str | None = None) -> None:
         """Queue one EDU for each destination, in one transaction. With a ``key``, a waiting EDU
