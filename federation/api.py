@@ -22,6 +22,7 @@ from federation.server_visibility import ServerVisibility, server_of
 from homeserver.http.errors import MatrixError
 from homeserver.http.router import AUTH_FEDERATION, AUTH_NONE, Router
 from homeserver.http.site import HttpRequest
+from homeserver.rooms.builder import event_refs
 from homeserver.rooms.auth_rules import AuthError, auth_types_for_event, check_auth
 from homeserver.rooms.creator import EventCreator
 from homeserver.rooms.events import Event
@@ -243,7 +244,7 @@ class FederationApi:
             "type": "m.room.member", "room_id": room_id, "sender": user_id, "state_key": user_id,
             "content": content, "depth": max(e.depth for e in prevs) + 1,
             "origin_server_ts": self.clock.time_msec(),
-            "prev_events": self._refs(prevs, rv), "auth_events": self._refs(
+            "prev_events": event_refs(prevs, rv), "auth_events": event_refs(
                 [auth_events[i] for i in auth_ids if i in auth_events], rv),
         }
         if not rv.redact_origin:
@@ -259,12 +260,6 @@ class FederationApi:
         except AuthError as e:
             raise MatrixError(403, "M_FORBIDDEN", f"{user_id} may not {membership}: {e.message}")
         return 200, {"event": template, "room_version": rv_id}
-
-    @staticmethod
-    def _refs(events: list[Event], rv: Any) -> list[Any]:
-        if rv.event_id_is_reference_hash:
-            return [e.event_id for e in events]
-        return [[e.event_id, {"sha256": e.pdu.get("hashes", {}).get("sha256", "")}] for e in events]
 
     async def make_join(self, req: HttpRequest, roomId: str, userId: str) -> tuple[int, Any]:
         return await self._make_membership(req, roomId, userId, "join")

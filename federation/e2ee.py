@@ -11,7 +11,6 @@ import logging
 import secrets
 from collections import defaultdict
 from typing import Any
-from urllib.parse import quote
 
 from federation.server_visibility import server_of
 from homeserver.http.errors import MatrixError
@@ -185,6 +184,3 @@ class E2eeFederation:
                 out[key] = value
         return 200, out
 
-
-def quote_id(value: str) -> str:
-    return quote(value, safe="")

@@ -24,10 +24,6 @@ from storage.federation_events import FederationEventStore
 
 logger = logging.getLogger(__name__)
 
-STRIPPED_TYPES = ("m.room.create", "m.room.join_rules", "m.room.canonical_alias", "m.room.avatar",
-                  "m.room.name", "m.room.encryption", "m.room.topic")
-
-
 def q(value: str) -> str:
     return quote(value, safe="")
 

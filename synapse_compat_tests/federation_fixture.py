@@ -26,7 +26,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 from cryptography import x509
@@ -440,3 +440,16 @@ def hearth_federation_server(ca: FederationCA, engine: str = "sqlite",
     srv.server_name = server_name  # type: ignore[attr-defined]
     srv.fed_port = fed_port  # type: ignore[attr-defined]
     return srv
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = 15.0,
+             interval: float = 0.2) -> Any:
+    """Poll ``probe`` until it returns something truthy; fail naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last probe: {last!r}")

@@ -5,6 +5,7 @@ never in a room cannot read. Both servers run on loopback with certificates from
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from typing import Any, Callable, Iterator
@@ -12,23 +13,16 @@ from urllib.parse import quote
 
 import pytest
 
-from synapse_compat_tests.federation_fixture import (
+from synapse_compat_tests.federation_fixture import (wait_for as _wait_for,
     FederationCA, SynapseServer, hearth_federation_server)
 from tests.harness import ENGINES, Client, ServerProcess
 
 pytestmark = pytest.mark.compat
 
+# Federation rounds take longer than the fixture's default wait.
+wait_for = functools.partial(_wait_for, timeout=20.0)
 
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = 20.0,
-             interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
 
 
 def q(s: str) -> str:

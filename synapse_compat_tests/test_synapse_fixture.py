@@ -7,29 +7,18 @@ from __future__ import annotations
 import ssl
 import time
 import uuid
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 from urllib.parse import quote
 
 import pytest
 
-from synapse_compat_tests.federation_fixture import (
+from synapse_compat_tests.federation_fixture import (wait_for,
     FederationCA, SynapseServer, start_synapse, tls_get)
 from tests.harness import Client, ServerProcess
 
 pytestmark = pytest.mark.compat
 
 
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = 15.0,
-             interval: float = 0.2) -> Any:
-    """Poll ``probe`` until it returns something truthy; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last probe: {last!r}")
 
 
 def messages(c: Client, room_id: str) -> list[dict[str, Any]]:

@@ -34,8 +34,8 @@ class EventBuilder:
             "content": dict(content),
             "depth": depth,
             "origin_server_ts": origin_server_ts,
-            "prev_events": self._refs(prev_events, room_version),
-            "auth_events": self._refs(auth_events, room_version),
+            "prev_events": event_refs(prev_events, room_version),
+            "auth_events": event_refs(auth_events, room_version),
         }
         if room_id is not None:
             pdu["room_id"] = room_id
@@ -62,9 +62,9 @@ class EventBuilder:
             event.unsigned.update(unsigned)
         return event
 
-    @staticmethod
-    def _refs(events: list[Event], rv: RoomVersion) -> list[Any]:
-        if rv.event_id_is_reference_hash:
-            return [e.event_id for e in events]
-        # v1/v2 reference events as [event_id, {"sha256": content hash}] pairs.
-        return [[e.event_id, {"sha256": e.pdu.get("hashes", {}).get("sha256", "")}] for e in events]
+
+def event_refs(events: list[Event], rv: RoomVersion) -> list[Any]:
+    """prev_events/auth_events entries: ids, or in v1/v2 [event_id, {"sha256": hash}] pairs."""
+    if rv.event_id_is_reference_hash:
+        return [e.event_id for e in events]
+    return [[e.event_id, {"sha256": e.pdu.get("hashes", {}).get("sha256", "")}] for e in events]
