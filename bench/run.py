@@ -82,6 +82,7 @@ def bench_one(kind: str, engine: str, params: Params, workroot: str,
 
 
 PUSH_KEYS = ("send_msgs_per_s", "send_p50_ms", "send_p99_ms")
+CPU_KEYS = ("server_cpu_cores", "db_cpu_cores", "client_cpu_cores", "other_cpu_cores")
 
 
 def push_compare(engine: str, params: Params, workroot: str) -> dict[str, Any]:
@@ -106,8 +107,7 @@ def push_compare(engine: str, params: Params, workroot: str) -> dict[str, Any]:
                     if res.get("errors"):
                         raise RuntimeError(f"request errors: {res['error_samples'][:3]}")
                     runs[side].append({k: res[k] for k in (*PUSH_KEYS, "send_count")}
-                                      | {"server_cpu_cores": res["phases"]["send"]["server_cpu_cores"],
-                                         "other_cpu_cores": res["phases"]["send"]["other_cpu_cores"]})
+                                      | {k: res["phases"]["send"][k] for k in CPU_KEYS})
                 finally:
                     server.cleanup()
     except Exception as e:

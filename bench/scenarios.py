@@ -42,7 +42,7 @@ class Params:
     delivery_spacing_s: float = 0.2   # between the starts of two sends
     delivery_lost_after_s: float = 10.0  # a message not seen by then counts as lost
     delivery_settle_s: float = 20.0   # at most this long for the receivers' syncs to calm down
-    push_rounds: int = 3         # push on/off comparison: rounds of (on, off) Hearth servers
+    push_rounds: int = 5         # push on/off comparison: rounds of (on, off) Hearth servers
     phase_seconds: float = 90.0  # a measured phase stops early after this long
     quiet_wait_s: float = 15.0   # how long to wait for other work on the machine to calm down
 

@@ -249,7 +249,7 @@ class PusherService:
                 lambda f: logger.warning("badge update for %s failed: %s", user_id, f.value))
 
     async def _send_badges(self, user_id: str, workers: list["HttpPusher"]) -> None:
-        unread = await self.notifications.unread_total(user_id)
+        unread = await self.notifications.unread_total(user_id, await self.badge_rooms(user_id))
         for w in workers:
             if w.backing_off:
                 continue  # its gateway is failing; the next notification carries the count
@@ -257,6 +257,11 @@ class PusherService:
             body = {"notification": {"counts": {"unread": unread},
                                      "devices": [self.device(w.pusher, {})]}}
             await self._post(w.pusher, body)
+
+    async def badge_rooms(self, user_id: str) -> list[str]:
+        """The rooms whose unread notifications count in the user's badge: those joined and
+        those invited to (leaving a room marks its notifications read)."""
+        return await self.events.get_rooms_for_user(user_id, ("join", "invite"))
 
     def device(self, p: Pusher, tweaks: dict[str, Any]) -> dict[str, Any]:
         return {"app_id": p.app_id, "pushkey": p.pushkey, "pushkey_ts": p.pushkey_ts // 1000,
@@ -271,7 +276,8 @@ class PusherService:
         tweaks = tweaks_of(n.actions)
         # The badge as of this notification: evaluation writes a burst of events at once, so
         # later ones may be stored already; their own pushes carry the higher counts.
-        unread = await self.notifications.unread_total(p.user_id, upto=n.stream_ordering)
+        unread = await self.notifications.unread_total(p.user_id, await self.badge_rooms(p.user_id),
+                                                       upto=n.stream_ordering)
         # Low priority unless the notification makes a sound, highlights, or (encrypted) might.
         high = ev.type == ENCRYPTED or bool(tweaks.get("sound")) or tweaks.get("highlight") is True
         notification: dict[str, Any] = {
@@ -367,7 +373,9 @@ class HttpPusher:
         svc = self.service
         while not self._stopped:
             self._poked = False
-            batch = await svc.notifications.unread_after(self.pusher.user_id, self.last, _BATCH)
+            user_id = self.pusher.user_id
+            batch = await svc.notifications.unread_after(user_id, await svc.badge_rooms(user_id),
+                                                         self.last, _BATCH)
             if not batch:
                 return
             for n in batch:

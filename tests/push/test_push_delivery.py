@@ -48,6 +48,9 @@ class FakeEvents:
     async def get_event_row(self, event_id: str) -> FakeRow:
         return FakeRow(FakeEvent(event_id))
 
+    async def get_rooms_for_user(self, user_id: str, memberships: tuple[str, ...]) -> list[str]:
+        return ["!r:hs"]  # the one room the tests' notifications are in
+
 
 class ScriptedGateway:
     """Answers each call with the next scripted outcome: an exception, or rejected pushkeys."""

@@ -228,7 +228,7 @@ async def test_events_queued_meanwhile_are_written_in_one_batch(db: Database) ->
     assert await store.unread_counts("@a:hs", [ROOM]) == {(ROOM, "main"): (2, 0)}
     assert await store.unread_counts("@b:hs", [ROOM]) == {}
     assert await store.unread_counts("@c:hs", [ROOM]) == {(ROOM, "main"): (1, 0)}
-    listed = await store.list("@c:hs", None, 10)
+    listed = await store.list("@c:hs", [ROOM], None, 10)
     assert [(n.stream_ordering, n.unread) for n in listed] == [
         (14, True), (12, False), (11, False), (10, False)]
     assert [sorted(t) for t in told] == [["@a:hs", "@b:hs", "@c:hs"], ["@b:hs", "@c:hs"],

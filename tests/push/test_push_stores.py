@@ -105,7 +105,7 @@ async def test_counts_and_receipts(db: Database) -> None:
     assert await store.unread_counts(A, [ROOM, OTHER, "!none:hs"]) == {
         (ROOM, "main"): (2, 0), (ROOM, "$root"): (1, 1), (OTHER, "main"): (1, 0)}
     assert await store.unread_counts(B, [ROOM]) == {(ROOM, "main"): (1, 1)}
-    assert await store.unread_total(A) == 4
+    assert await store.unread_total(A, [ROOM, OTHER]) == 4
     # A threaded receipt clears only its thread.
     assert await store.mark_read(A, ROOM, "main", 3) == 2
     assert await store.unread_counts(A, [ROOM]) == {(ROOM, "$root"): (1, 1)}
@@ -125,17 +125,17 @@ async def test_listing_and_pruning(db: Database) -> None:
     store = NotificationStore(db)
     for i in range(1, 8):
         await store.add(ROOM, "main", f"${i}", i, 1000 + i, [n(A, highlight=i % 2 == 0)])
-    got = await store.list(A, None, 3)
+    got = await store.list(A, [ROOM], None, 3)
     assert [x.event_id for x in got] == ["$7", "$6", "$5"]
     assert got[1].highlight and got[1].unread and got[1].actions[1] == {"set_tweak": "highlight"}
-    assert [x.event_id for x in await store.list(A, 5, 3)] == ["$4", "$3", "$2"]
-    assert [x.event_id for x in await store.list(A, None, 10, only_highlight=True)] == ["$6", "$4", "$2"]
-    assert await store.list(B, None, 10) == []
+    assert [x.event_id for x in await store.list(A, [ROOM], 5, 3)] == ["$4", "$3", "$2"]
+    assert [x.event_id for x in await store.list(A, [ROOM], None, 10, only_highlight=True)] == ["$6", "$4", "$2"]
+    assert await store.list(B, [ROOM], None, 10) == []
     await store.mark_read(A, ROOM, UNTHREADED, 3)
-    assert [x.event_id for x in await store.unread_after(A, 0, 2)] == ["$4", "$5"]
-    assert [x.event_id for x in await store.unread_after(A, 5, 10)] == ["$6", "$7"]
+    assert [x.event_id for x in await store.unread_after(A, [ROOM], 0, 2)] == ["$4", "$5"]
+    assert [x.event_id for x in await store.unread_after(A, [ROOM], 5, 10)] == ["$6", "$7"]
     assert await store.delete_read_before(1003) == 2   # $1 and $2: read and old
-    assert [x.event_id for x in await store.list(A, None, 10)][-1] == "$3"
+    assert [x.event_id for x in await store.list(A, [ROOM], None, 10)][-1] == "$3"
 
 
 # --- pushers -----------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from homeserver.api.client.membership import MEMBERSHIPS
 from homeserver.http.errors import invalid_param
 from homeserver.http.router import Router
 from homeserver.http.site import HttpRequest
@@ -40,7 +41,9 @@ class NotificationsApi:
         only_highlight = req.query("only") == "highlight"
         if limit == 0:
             return 200, {"notifications": []}
-        found = await self.store.list(user_id, before, limit + 1, only_highlight)
+        # Every room the user was ever in: notifications outlive leaving (they are read then).
+        rooms = await self.events.get_rooms_for_user(user_id, MEMBERSHIPS)
+        found = await self.store.list(user_id, rooms, before, limit + 1, only_highlight)
         more = len(found) > limit
         found = found[:limit]
         rows = await self.events.get_rows(n.event_id for n in found)
