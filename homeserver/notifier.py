@@ -65,3 +65,7 @@ class Notifier:
 
     def waiting_users(self) -> int:
         return len(self._waiters)
+
+    def any_waiting(self, users: Iterable[str]) -> bool:
+        """Whether a request of any of these users is waiting now."""
+        return any(u in self._waiters for u in users)

@@ -96,7 +96,9 @@ class ReadMark:
 
 @dataclass
 class _Counted:
-    through: int          # every row up to here is counted
+    # Every row up to here is counted; None: "live", every row written so far (the store adds
+    # each new batch's rows to live counts as it writes them).
+    through: int | None
     counts: ThreadCounts  # unread, threads with none left out
     positions: Positions  # the read positions they were counted with
     stamp: tuple[int, int, int]  # NotificationStore._stamp it is valid at
@@ -262,20 +264,31 @@ class NotificationStore:
             if c is None:
                 self._counted.pop(pair, None)
             else:
+                if c.through is None:
+                    c.through = self._written
                 c.move(m.thread_id, m.stream_ordering)
                 c.stamp = self._stamp(*pair)
         self._bound()
 
     def _rows_written(self, adds: Sequence[EventNotifications]) -> None:
-        if not adds:
-            return
+        """After a commit that stored ``adds``: live counts take their rows in."""
         for a in adds:
             if self._written is None or a.stream_ordering <= self._written:
                 # Below what may have been counted: the room's counts start again.
                 self._room_versions[a.room_id] = self._room_versions.get(a.room_id, 0) + 1
-        top = max(a.stream_ordering for a in adds)
-        if self._written is not None and top > self._written:
-            self._written = top
+                continue
+            seen: set[str] = set()
+            for users, _, highlight in a.groups:
+                for u in users:
+                    if u in seen:
+                        continue
+                    seen.add(u)
+                    c = self._counted.get((u, a.room_id))
+                    if c is not None and c.through is None and c.stamp == self._stamp(u, a.room_id) \
+                            and _unread(c.positions, a.thread_id, a.stream_ordering):
+                        n, h = c.counts.get(a.thread_id, (0, 0))
+                        c.counts[a.thread_id] = (n + 1, h + bool(highlight))
+            self._written = a.stream_ordering
         self._bound()
 
     def _bound(self) -> None:
@@ -456,18 +469,16 @@ class NotificationStore:
 
     def _read_positions_txn(self, txn: Transaction, pairs: Sequence[tuple[str, str]]
                             ) -> dict[tuple[str, str], Positions]:
-        """The read positions of (user, room) pairs (pairs without any map to nothing)."""
+        """The read positions of (user, room) pairs (pairs without any map to nothing), one
+        statement per 512 pairs."""
         out: dict[tuple[str, str], Positions] = {}
-        by_user: dict[str, list[str]] = {}
-        for user_id, room_id in pairs:
-            by_user.setdefault(user_id, []).append(room_id)
-        for user_id, rooms in by_user.items():
-            for chunk in _padded(sorted(set(rooms))):
-                for room_id, thread_id, stream in txn.query(
-                        "SELECT room_id, thread_id, stream_ordering FROM push_read_positions"
-                        f" WHERE user_id = ? AND room_id IN ({','.join('?' * len(chunk))})",
-                        (user_id, *chunk)):
-                    out.setdefault((user_id, room_id), {})[thread_id] = int(stream)
+        for chunk in _padded(sorted(set(pairs))) if pairs else ():
+            for user_id, room_id, thread_id, stream in txn.query(
+                    "SELECT p.user_id, p.room_id, p.thread_id, p.stream_ordering"
+                    f" FROM (SELECT DISTINCT column1, column2 FROM (VALUES {_marks(len(chunk), 2)})"
+                    " AS w) AS v JOIN push_read_positions p ON p.user_id = v.column1"
+                    " AND p.room_id = v.column2", [x for pair in chunk for x in pair]):
+                out.setdefault((user_id, room_id), {})[thread_id] = int(stream)
         return out
 
     def _scan_txn(self, txn: Transaction, wanted: Sequence[tuple[str, str, int]], upto: int
@@ -507,64 +518,90 @@ class NotificationStore:
             return {}
         return (await self.unread_counts_many([(user_id, ids)]))[0]
 
+    def cached_counts(self, pairs: Iterable[tuple[str, str]]
+                      ) -> dict[tuple[str, str], ThreadCounts] | None:
+        """The counts of (user, room) pairs if memory has them all up to date, else None."""
+        out = {}
+        for p in pairs:
+            c = self._counted.get(p)
+            if c is None or c.through is not None or c.stamp != self._stamp(*p):
+                return None
+            out[p] = c.counts
+        return out
+
     async def unread_counts_many(self, requests: list[tuple[str, list[str]]]
                                  ) -> list[dict[tuple[str, str], tuple[int, int]]]:
         """``unread_counts`` for several users in one transaction (a /sync wake-up of many
         members of one room asks for all of theirs at once)."""
         pairs = sorted({(u, r) for u, rooms in requests for r in rooms})
-        stamps = {p: self._stamp(*p) for p in pairs}
-        counted = {p: c for p in pairs if (c := self._cached(p)) is not None}
-        written = self._written
-        if written is not None and all(p in counted and counted[p].through >= written
-                                       and counted[p].moved is None for p in pairs):
-            result = {p: counted[p].counts for p in pairs}  # nothing new anywhere asked about
+        cached = self.cached_counts(pairs)
+        if cached is not None:
+            result = cached
         else:
-            def fn(txn: Transaction) -> tuple[int, dict, list]:
-                upto = written if written is not None else self._upto_txn(txn)
-                loaded = self._read_positions_txn(txn, [p for p in pairs if p not in counted])
-                wanted = []
-                for p in pairs:
-                    c = counted.get(p)
-                    if c is None:
-                        after = loaded.get(p, {}).get(UNTHREADED, _NONE)
-                    else:
-                        after = c.through if c.moved is None else min(c.through, c.redo_from)
-                    if after < upto:
-                        wanted.append((*p, after))
-                return upto, loaded, self._scan_txn(txn, wanted, upto)
-            upto, loaded, found = await self.db.run("unread_notification_counts", fn)
-            if self._written is None or upto > self._written:
-                self._written = upto
-            fresh: dict[tuple[str, str], ThreadCounts] = {}
-            positions: dict[tuple[str, str], Positions] = {}
-            for p in pairs:
-                c = counted.get(p)
-                fresh[p] = dict(c.counts) if c is not None else {}
-                positions[p] = loaded.get(p, {}) if c is None else (
-                    c.positions if c.moved is None else c.moved)
-            for user_id, room_id, thread_id, stream, highlight in found:
-                p = (user_id, room_id)
-                counts, c = fresh[p], counted.get(p)
-                if c is not None and stream <= c.through:
-                    # Counted before; a position moved since: off the counts if now read.
-                    if _unread(c.positions, thread_id, stream) \
-                            and not _unread(positions[p], thread_id, stream):
-                        n, h = counts.get(thread_id, (0, 0))
-                        if n > 1:
-                            counts[thread_id] = (n - 1, h - highlight)
-                        else:
-                            counts.pop(thread_id, None)
-                elif _unread(positions[p], thread_id, stream):
-                    n, h = counts.get(thread_id, (0, 0))
-                    counts[thread_id] = (n + 1, h + highlight)
-            for p in pairs:
-                if self._stamp(*p) == stamps[p]:
-                    self._counted[p] = _Counted(upto, fresh[p], positions[p], stamps[p])
-                    self._counted.move_to_end(p)
-            self._bound()
-            result = fresh
+            result = await self._count(pairs)
         return [{(r, t): c for r in set(rooms) for t, c in result[(u, r)].items()}
                 for u, rooms in requests]
+
+    async def _count(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], ThreadCounts]:
+        """Counts of pairs not all in memory: read the rows after what memory has."""
+        stamps = {p: self._stamp(*p) for p in pairs}
+        written = self._written
+        # What memory has, as it is now (a batch or a receipt may change it meanwhile).
+        before: dict[tuple[str, str], _Counted] = {}
+        for p in pairs:
+            c = self._cached(p)
+            if c is not None:
+                before[p] = _Counted(written if c.through is None else c.through, dict(c.counts),
+                                     c.positions, c.stamp, c.moved, c.redo_from)
+
+        def fn(txn: Transaction) -> tuple[int, dict, list]:
+            upto = written if written is not None else self._upto_txn(txn)
+            loaded = self._read_positions_txn(txn, [p for p in pairs if p not in before])
+            wanted = []
+            for p in pairs:
+                c = before.get(p)
+                if c is None:
+                    after = loaded.get(p, {}).get(UNTHREADED, _NONE)
+                else:
+                    assert c.through is not None
+                    after = c.through if c.moved is None else min(c.through, c.redo_from)
+                if after < upto:
+                    wanted.append((*p, after))
+            return upto, loaded, self._scan_txn(txn, wanted, upto)
+        upto, loaded, found = await self.db.run("unread_notification_counts", fn)
+        if self._written is None or upto > self._written:
+            self._written = upto
+        fresh: dict[tuple[str, str], ThreadCounts] = {}
+        positions: dict[tuple[str, str], Positions] = {}
+        for p in pairs:
+            c = before.get(p)
+            fresh[p] = c.counts if c is not None else {}
+            positions[p] = loaded.get(p, {}) if c is None else (
+                c.positions if c.moved is None else c.moved)
+        for user_id, room_id, thread_id, stream, highlight in found:
+            p = (user_id, room_id)
+            counts, c = fresh[p], before.get(p)
+            if c is not None and c.through is not None and stream <= c.through:
+                # Counted before; a position moved since: off the counts if now read.
+                if _unread(c.positions, thread_id, stream) \
+                        and not _unread(positions[p], thread_id, stream):
+                    n, h = counts.get(thread_id, (0, 0))
+                    if n > 1:
+                        counts[thread_id] = (n - 1, h - highlight)
+                    else:
+                        counts.pop(thread_id, None)
+            elif _unread(positions[p], thread_id, stream):
+                n, h = counts.get(thread_id, (0, 0))
+                counts[thread_id] = (n + 1, h + highlight)
+        live = upto == self._written  # no batch was written since: later ones add to it
+        for p in pairs:
+            if self._stamp(*p) == stamps[p] and (live or not (
+                    p in self._counted and self._counted[p].through is None)):
+                self._counted[p] = _Counted(None if live else upto, dict(fresh[p]), positions[p],
+                                            stamps[p])
+                self._counted.move_to_end(p)
+        self._bound()
+        return fresh
 
     async def unread_total(self, user_id: str, room_ids: Iterable[str], upto: int | None = None) -> int:
         """How many of the user's notifications in these rooms are unread (with ``upto``: of

@@ -72,9 +72,13 @@ class Router:
         self._prefix_index: dict[str, list[_Entry]] = {}
         # ... and routes with a parameter among them, which any path may match.
         self._wildcard: list[_Entry] = []
+        # (method, path) -> the route it matched, for routes without parameters: as many
+        # entries as such routes, and the busiest paths (/sync) found without any regex.
+        self._literal: dict[tuple[str, str], Route] = {}
 
     def add(self, method: str, template: str, handler: Handler, **opts: Any) -> None:
         route = Route(method.upper(), template, handler, **opts)
+        self._literal.clear()
         entry = (len(self._routes), compile_template(template), route)
         self._routes.append(entry)
         prefix = self._prefix(template)
@@ -106,12 +110,17 @@ class Router:
         HEAD is served by the GET route. A path that some route matches with another method
         is 405 with an ``Allow`` header; a path no route matches is 404.
         """
+        literal = self._literal.get((method, path))
+        if literal is not None:
+            return literal, {}
         allowed: list[str] = []
         for _, pattern, route in self._candidates(path):
             m = pattern.match(path)
             if not m:
                 continue
             if route.method == method or (method == "HEAD" and route.method == "GET"):
+                if "{" not in route.template:
+                    self._literal[(method, path)] = route
                 params = {k: _decode_param(k, v) for k, v in m.groupdict().items()}
                 return route, params
             allowed.append(route.method)

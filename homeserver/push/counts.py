@@ -46,6 +46,9 @@ class NotificationCounts:
                       ) -> dict[tuple[str, str], tuple[int, int]]:
         if self._call_later is None or not room_ids:
             return await self.store.unread_counts(user_id, room_ids)
+        cached = self.store.cached_counts([(user_id, r) for r in room_ids])
+        if cached is not None:  # memory has them: no waiting for the others of this turn
+            return {(r, t): c for (_, r), threads in cached.items() for t, c in threads.items()}
         waiter: defer.Deferred = defer.Deferred()
         self._queue.append((user_id, room_ids, waiter))
         if len(self._queue) == 1:

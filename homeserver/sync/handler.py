@@ -91,6 +91,11 @@ class SyncHandler:
     async def sync(self, user_id: str, device_id: str, since: SyncToken | None, timeout_ms: int,
                    full_state: bool, flt: SyncFilter | None) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_ms / 1000.0
+        if since is not None and not full_state and timeout_ms > 0 \
+                and not self.notifier.current_token().is_after(since):
+            # No stream has moved since the token (a client polling again right after its last
+            # answer): there is nothing to compute until something happens.
+            await self.notifier.wait(user_id, timeout_ms / 1000.0)
         while True:
             now = self._clamp(self.notifier.current_token(), since)
             response = await self._compute(user_id, device_id, since, now, full_state, flt)
