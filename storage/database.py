@@ -90,6 +90,10 @@ class Database:
         self._started = False
 
     @property
+    def reactor(self) -> Any:
+        return self._reactor
+
+    @property
     def engine_name(self) -> str:
         return self.engine.name
 

@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from crypto.room_versions import get_room_version
 from homeserver.rooms.events import Event
+from storage.batching import TurnBatch
 from storage.database import Database, Transaction
 from storage.ids import IdGenerator
 from storage.single_flight import SingleFlight
@@ -87,6 +88,11 @@ class EventStore:
         # which rooms got timeline events and whose memberships changed, by stream position.
         # Until load() they know nothing (every question goes to the database).
         self.room_changes = StreamChangeCache(1 << 62)
+        # Called on the reactor with each committed non-outlier row, in stream order, the
+        # position of the room's previous change (everything of the room between the two is
+        # none of /sync's business), and whether the event was made here just now (so nothing
+        # can relate to or redact it yet).
+        self.row_listeners: list[Callable[[EventRow, int, bool], None]] = []
         self.member_changes = StreamChangeCache(1 << 62)
         # Every event at or below this position has committed (persistence is serialized).
         self.committed_position = 0
@@ -95,6 +101,8 @@ class EventStore:
         self._member_versions: dict[str, int] = {}
         self._join_positions: OrderedDict[str, tuple[int, dict[str, list[int]]]] = OrderedDict()
         self._forgotten: OrderedDict[str, tuple[int, frozenset[str]]] = OrderedDict()
+        self._membership_reads: TurnBatch[str, tuple[dict[str, list[int]], frozenset[str]]] = \
+            TurnBatch(db.reactor, self._read_membership_facts)
         # redacted event id -> redaction ids (empty tuple: none); cleared when one arrives.
         self._redactions: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self.redactions_version = 0
@@ -132,7 +140,7 @@ class EventStore:
                     txn_key: str | None = None, now: int, becomes_current: bool = True,
                     rejected_reason: str | None = None, soft_failed: bool = False,
                     new_current_state: StateMap | None = None,
-                    backfilled: bool = False) -> PersistedEvent:
+                    backfilled: bool = False, fresh: bool = False) -> PersistedEvent:
         """Write one event in the caller's transaction.
 
         ``state_before`` is the room state the event was authorised against; when
@@ -224,10 +232,10 @@ class EventStore:
                 hook(txn, event, stream)
         row = EventRow(event, stream, outlier, rejected_reason is not None, soft_failed,
                        group_before, group_after)
-        txn.call_after_commit(lambda: self._after_persist(row, relates_to))
+        txn.call_after_commit(lambda: self._after_persist(row, relates_to, fresh))
         return PersistedEvent(event, stream, group_before, group_after)
 
-    def _after_persist(self, row: EventRow, relates_to: str | None) -> None:
+    def _after_persist(self, row: EventRow, relates_to: str | None, fresh: bool = False) -> None:
         """On the reactor, once the event has committed (before any listener moves the /sync
         position past it): cache the row and record what it changed for the read caches."""
         self._events.put(row)
@@ -238,9 +246,17 @@ class EventStore:
         if ev.type == "m.room.redaction" and ev.redacts:
             self.redactions_version += 1
             self._redactions.pop(ev.redacts, None)
+        if fresh:
+            # Made here just now: no redaction of it can be stored yet.
+            self._redactions[ev.event_id] = ()
+            self._redactions.move_to_end(ev.event_id)
         if row.outlier:
             return
-        self.room_changes.record(ev.room_id, row.stream_ordering)
+        changes = self.room_changes
+        previous = max(changes.last_change(ev.room_id), changes.floor)
+        changes.record(ev.room_id, row.stream_ordering)
+        for listener in self.row_listeners:
+            listener(row, previous, fresh)
         if ev.type == "m.room.member" and ev.state_key is not None and not row.rejected \
                 and not row.soft_failed:
             self.member_changes.record(ev.state_key, row.stream_ordering)
@@ -485,39 +501,51 @@ class EventStore:
     async def get_join_positions(self, user_id: str, room_ids: Iterable[str]) -> dict[str, list[int]]:
         """room id -> stream positions of each time the user joined it (all of the user's
         joins are read once and cached until the user's memberships change)."""
-        version = self.membership_version(user_id)
-        hit = self._join_positions.get(user_id)
-        if hit is not None and hit[0] == version:
-            self._join_positions.move_to_end(user_id)
-            joins = hit[1]
-        else:
-            joins = {}
-            for room_id, pos in await self.db.query(
-                    "SELECT room_id, stream_ordering FROM room_memberships WHERE user_id = ?"
-                    " AND membership = 'join'", (user_id,)):
-                joins.setdefault(room_id, []).append(pos)
-            if version == self.membership_version(user_id):
-                self._join_positions[user_id] = (version, joins)
-                while len(self._join_positions) > 10_000:
-                    self._join_positions.popitem(last=False)
+        joins, _ = await self._membership_facts(user_id)
         return {r: list(joins.get(r, ())) for r in room_ids}
 
     async def get_forgotten(self, user_id: str, room_ids: Iterable[str]) -> set[str]:
         """The rooms among ``room_ids`` that the user has forgotten (cached like joins)."""
-        version = self.membership_version(user_id)
-        hit = self._forgotten.get(user_id)
-        if hit is not None and hit[0] == version:
-            self._forgotten.move_to_end(user_id)
-            forgotten = hit[1]
-        else:
-            forgotten = frozenset(r[0] for r in await self.db.query(
-                "SELECT room_id FROM current_membership WHERE user_id = ? AND forgotten = TRUE",
-                (user_id,)))
-            if version == self.membership_version(user_id):
-                self._forgotten[user_id] = (version, forgotten)
-                while len(self._forgotten) > 10_000:
-                    self._forgotten.popitem(last=False)
+        _, forgotten = await self._membership_facts(user_id)
         return {r for r in room_ids if r in forgotten}
+
+    async def _membership_facts(self, user_id: str
+                                ) -> tuple[dict[str, list[int]], frozenset[str]]:
+        """(room -> join positions, forgotten rooms) of a user, from the cache or read with
+        the other users asked for in the same reactor turn."""
+        version = self.membership_version(user_id)
+        joins, forgotten = self._join_positions.get(user_id), self._forgotten.get(user_id)
+        if joins is not None and forgotten is not None and joins[0] == version == forgotten[0]:
+            self._join_positions.move_to_end(user_id)
+            self._forgotten.move_to_end(user_id)
+            return joins[1], forgotten[1]
+        facts = await self._membership_reads.get(user_id, ({}, frozenset()))
+        if version == self.membership_version(user_id):
+            self._join_positions[user_id] = (version, facts[0])
+            self._forgotten[user_id] = (version, facts[1])
+            for cache in (self._join_positions, self._forgotten):
+                while len(cache) > 10_000:
+                    cache.popitem(last=False)
+        return facts
+
+    async def _read_membership_facts(self, user_ids: list[str]
+                                     ) -> dict[str, tuple[dict[str, list[int]], frozenset[str]]]:
+        def fn(txn: Transaction) -> dict[str, tuple[dict[str, list[int]], frozenset[str]]]:
+            joins: dict[str, dict[str, list[int]]] = {u: {} for u in user_ids}
+            forgotten: dict[str, set[str]] = {u: set() for u in user_ids}
+            for i in range(0, len(user_ids), 200):
+                chunk = user_ids[i:i + 200]
+                marks = ",".join("?" * len(chunk))
+                for user_id, room_id, pos in txn.query(
+                        "SELECT user_id, room_id, stream_ordering FROM room_memberships"
+                        f" WHERE user_id IN ({marks}) AND membership = 'join'", chunk):
+                    joins[user_id].setdefault(room_id, []).append(pos)
+                for user_id, room_id in txn.query(
+                        "SELECT user_id, room_id FROM current_membership"
+                        f" WHERE user_id IN ({marks}) AND forgotten = TRUE", chunk):
+                    forgotten[user_id].add(room_id)
+            return {u: (joins[u], frozenset(forgotten[u])) for u in user_ids}
+        return await self.db.run("membership_facts", fn)
 
     async def set_forgotten(self, room_id: str, user_id: str) -> None:
         await self.db.execute("UPDATE current_membership SET forgotten = TRUE WHERE room_id = ?"

@@ -19,6 +19,16 @@ from storage.relations import RelationStore
 from storage.single_flight import SingleFlight
 
 Timeline = tuple[list[EventRow], bool]
+_TAIL_ROWS = 50      # newest timeline events kept per room
+_TAIL_ROOMS = 10_000
+
+
+@dataclass
+class _Tail:
+    """A room's newest timeline events: every one after ``before`` (up to the committed
+    position), oldest first."""
+    before: int
+    rows: list[EventRow]
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,37 @@ class SyncStore:
         self._timelines = _Lru(5_000)
         self._groups_at = _Lru(20_000)
         self._flights: SingleFlight = SingleFlight()
+        # room -> its newest events, kept as they commit: the timeline a woken /sync asks for
+        # (the events since its token) is answered from here without a database read.
+        self._tails: OrderedDict[str, _Tail] = OrderedDict()
+        events.row_listeners.append(self._on_row)
+
+    def _on_row(self, row: EventRow, previous: int, fresh: bool) -> None:
+        if row.stream_ordering <= 0:
+            return  # backfilled history: below every since-token, never in a tail
+        room_id = row.event.room_id
+        tail = self._tails.get(room_id)
+        last = tail.rows[-1].stream_ordering if tail is not None and tail.rows else None
+        if tail is None or (last if last is not None else tail.before) != previous:
+            # Unknown, or a change was missed: start afresh after the room's previous change.
+            tail = self._tails[room_id] = _Tail(previous, [])
+        self._tails.move_to_end(room_id)
+        # Rejected and soft-failed rows stay in the list (the next row continues after them)
+        # but are never answered.
+        tail.rows.append(row)
+        if len(tail.rows) > _TAIL_ROWS:
+            tail.before = tail.rows.pop(0).stream_ordering
+        while len(self._tails) > _TAIL_ROOMS:
+            self._tails.popitem(last=False)
+
+    def _from_tail(self, room_id: str, after: int | None, upto: int, limit: int) -> Timeline | None:
+        tail = self._tails.get(room_id)
+        if tail is None or after is None or after < tail.before \
+                or upto > self.events.committed_position:
+            return None
+        rows = [r for r in tail.rows if after < r.stream_ordering <= upto
+                and not (r.rejected or r.soft_failed)]
+        return rows[-limit:] if limit > 0 else [], len(rows) > limit
 
     async def current_memberships(self, user_id: str) -> list[Membership]:
         version = self.events.membership_version(user_id)
@@ -123,6 +164,8 @@ class SyncStore:
             hit = self._timelines.get(req)
             if hit is not None:
                 out[req[0]] = (list(hit[0]), hit[1])
+            elif (recent := self._from_tail(*req)) is not None:
+                out[req[0]] = recent
             else:
                 missing.append(req)
         if not missing:
@@ -218,6 +261,21 @@ class SyncRelationStore(RelationStore):
         self._children: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
         self._version = self._current_version()
         self._flights: SingleFlight = SingleFlight()
+        self._types_asked: set[tuple[str, ...]] = set()
+        events.row_listeners.append(self._on_row)
+
+    def _on_row(self, row: EventRow, previous: int, fresh: bool) -> None:
+        """An event made here just now has no children yet: say so before anyone asks."""
+        if not fresh:
+            return
+        version = self._current_version()
+        if version != self._version:
+            self._children.clear()
+            self._version = version
+        if len(self._children) > 50_000:
+            self._children.clear()
+        for types in self._types_asked:
+            self._children[(row.event.event_id, types)] = ()
 
     def _current_version(self) -> tuple[int, int]:
         return (self.events.relations_version, self.events.redactions_version)
@@ -230,6 +288,7 @@ class SyncRelationStore(RelationStore):
             self._version = version
         ids = list(dict.fromkeys(parent_ids))
         types = tuple(rel_types)
+        self._types_asked.add(types)
         known = [c for p in ids for c in self._children.get((p, types), ())]
         missing = [p for p in ids if (p, types) not in self._children]
         found: list[EventRow] = []

@@ -331,6 +331,9 @@ def redact_uri(uri: str) -> str:
     if "?" not in uri:
         return uri
     path, query = uri.split("?", 1)
+    lowered = query.lower()
+    if "token" not in lowered and "password" not in lowered and "%" not in query:
+        return uri  # no secret parameter can be named here (the common case: /sync)
 
     def hide(m: re.Match) -> str:
         name = unquote(m.group(2).replace("+", " "), errors="replace").strip().lower()

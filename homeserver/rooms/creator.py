@@ -114,7 +114,8 @@ class EventCreator:
                     self.store.store_room_txn(txn, event.room_id, rv.identifier,
                                               new_room_creator or sender, now)
                 return self.store.persist_txn(txn, event, state_before=state, state_group_before=group,
-                                              txn_key=txn_key, now=now)
+                                              txn_key=txn_key, now=now,
+                                              fresh=exchange is None)
             persisted = await self.store.db.run("persist_event", persist)
         self._tell_listeners(persisted)
         return persisted
