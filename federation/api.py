@@ -25,6 +25,7 @@ from homeserver.http.site import HttpRequest
 from homeserver.rooms.builder import event_refs
 from homeserver.rooms.auth_rules import AuthError, auth_types_for_event, check_auth
 from homeserver.rooms.creator import EventCreator
+from homeserver.rooms.stripped import StrippedState
 from homeserver.rooms.events import Event
 from storage.events import EventRow, EventStore
 from storage.federation_events import FederationEventStore
@@ -330,14 +331,7 @@ class FederationApi:
 
     async def send_knock(self, req: HttpRequest, roomId: str, eventId: str) -> tuple[int, Any]:
         await self._send_membership(req, roomId, eventId, "knock")
-        state = await self.store.get_current_state_ids(roomId)
-        keys = [("m.room.create", ""), ("m.room.join_rules", ""), ("m.room.name", ""),
-                ("m.room.avatar", ""), ("m.room.canonical_alias", ""), ("m.room.encryption", ""),
-                ("m.room.topic", "")]
-        evs = await self.store.get_events(state[k] for k in keys if k in state)
-        stripped = [{"type": e.type, "state_key": e.state_key, "content": dict(e.content),
-                     "sender": e.sender} for e in evs.values()]
-        return 200, {"knock_room_state": stripped}
+        return 200, {"knock_room_state": await StrippedState(self.store).of_room(roomId)}
 
     # --- invites ---------------------------------------------------------------------------------
 

@@ -85,6 +85,7 @@ from homeserver.rooms.relations import Aggregations, RelationsService
 from homeserver.rooms.serialize import ClientSerializer
 from homeserver.rooms.service import RoomService
 from homeserver.rooms.state_res import resolve_state
+from homeserver.rooms.stripped import StrippedState
 from homeserver.rooms.upgrade import RoomUpgrader
 from homeserver.rooms.visibility import Visibility
 from homeserver.search.indexer import SearchIndexer
@@ -303,15 +304,16 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     sync_store = SyncStore(db, events)
     sync_serializer = ClientSerializer(events, clock.time_msec,
                                        Aggregations(SyncRelationStore(db, events), visibility))
+    stripped = StrippedState(events)
     sync_handler = SyncHandler(events, sync_store, visibility, sync_serializer, notifier,
                                account_data, typing_notifs, receipts, presence, to_device,
-                               device_lists, e2e_keys, push_counts, push_rules)
+                               device_lists, e2e_keys, push_counts, push_rules, stripped)
     filters = FilterService(FilterStore(db))
     FiltersApi(filters).register(router)
     SyncApi(sync_handler, filters.resolve, set_presence=presence.set_state).register(router)
     sliding_sync = SlidingSyncHandler(events, sync_store, SlidingSyncStore(db), visibility,
                                       serializer, notifier, account_data, clock, typing_notifs,
-                                      receipts, to_device, device_lists, e2e_keys)
+                                      receipts, to_device, device_lists, e2e_keys, stripped)
     await sliding_sync.load()
     creator.listeners.append(sliding_sync.on_event)
     sessions.listeners.append(sliding_sync)
@@ -338,7 +340,7 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     membership_api.remote_alias = fed.remote_alias  # type: ignore[attr-defined]
     rooms_api.backfill = fed.backfill_room  # type: ignore[attr-defined]
     fed.connect_public_rooms(directory_api)  # type: ignore[attr-defined]
-    sync_handler.remote_invite_state = fed.fed_store.get_invite_state
+    stripped.remote_invite_state = fed.fed_store.get_invite_state
     fed.edus.typing, fed.edus.receipts = typing_notifs, receipts
     typing_notifs.listeners.append(fed.edus.on_typing)
     receipts.listeners.append(fed.edus.on_receipt)

@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from twisted.internet import defer
-
 from storage.database import Database, Transaction
-from storage.ids import IdGenerator
+from storage.ids import OrderedStream
 
 GLOBAL = ""  # the room_id of global account data
 
@@ -27,20 +25,9 @@ def _dump(content: dict[str, Any]) -> str:
     return json.dumps(content, ensure_ascii=False, separators=(",", ":"))
 
 
-class AccountDataStore:
+class AccountDataStore(OrderedStream):
     def __init__(self, db: Database) -> None:
-        self.db = db
-        self.stream_ids = IdGenerator("account_data", "stream_id")
-        self._write_lock = defer.DeferredLock()
-        self._committed = 0
-
-    async def load(self) -> None:
-        await self.stream_ids.load(self.db)
-        self._committed = self.stream_ids.current()
-
-    def current_position(self) -> int:
-        """The highest stream position whose write has committed (0 before the first write)."""
-        return self._committed
+        super().__init__(db, "account_data", "stream_id")
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -85,12 +72,8 @@ class AccountDataStore:
                 (user_id, room_id, data_type, _dump(new), stream_id))
             return stream_id
 
-        # One write at a time: ids then commit in the order they were handed out.
-        async with self._write_lock:
-            pos = await self.db.run("account_data_write", fn)
-            if pos is not None:
-                self._committed = pos
-            return pos
+        return await self._ordered_write(lambda: self.db.run("account_data_write", fn),
+                                         lambda pos: pos)
 
     # --- reading -------------------------------------------------------------------------------
 

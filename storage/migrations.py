@@ -65,12 +65,13 @@ def _apply(txn: Transaction, version: int, fname: str) -> None:
                 (fname, version, int(time.time() * 1000)))
 
 
-async def prepare_database(db: Database) -> list[str]:
-    """Apply every migration not yet applied; returns the names applied now."""
+async def prepare_database(db: Database, before: int | None = None) -> list[str]:
+    """Apply every migration not yet applied (with ``before``: only those numbered below it,
+    as tests of a migration start); returns the names applied now."""
     applied = await db.run("schema_migrations", _ensure_table)
     done = []
     for version, fname in list_migrations(db.engine_name):
-        if fname in applied:
+        if fname in applied or (before is not None and version >= before):
             continue
         logger.info("applying schema migration %s", fname)
         await db.run(f"migrate {fname}", _apply, version, fname)

@@ -628,16 +628,9 @@ class NotificationStore:
         needle = _needle(user_id) + ("H" if only_highlight else "")
 
         def fn(txn: Transaction) -> list[Notification]:
-            found: list[tuple] = []
-            for i in range(0, len(ids), _CHUNK):
-                chunk = ids[i:i + _CHUNK]
-                found += txn.query(
-                    f"SELECT {_COLS} FROM push_event_notifications WHERE room_id IN"
-                    f" ({','.join('?' * len(chunk))}) AND stream_ordering < ?"
-                    f" AND {self._find}(users, ?) > 0 ORDER BY stream_ordering DESC LIMIT ?",
-                    (*chunk, before if before is not None else 1 << 62, needle, limit))
-            found.sort(key=lambda r: -r[0])
-            return self._notifications_txn(txn, user_id, found[:limit])
+            found = self._rows_txn(txn, ids, needle, before if before is not None else 1 << 62,
+                                   True, limit)
+            return self._notifications_txn(txn, user_id, found)
         return await self.db.run("list_notifications", fn) if ids and limit > 0 else []
 
     async def unread_after(self, user_id: str, room_ids: Iterable[str], after: int, limit: int
@@ -650,22 +643,29 @@ class NotificationStore:
             out: list[Notification] = []
             cursor = after
             while len(out) < limit:
-                found: list[tuple] = []
-                for i in range(0, len(ids), _CHUNK):
-                    chunk = ids[i:i + _CHUNK]
-                    found += txn.query(
-                        f"SELECT {_COLS} FROM push_event_notifications WHERE room_id IN"
-                        f" ({','.join('?' * len(chunk))}) AND stream_ordering > ?"
-                        f" AND {self._find}(users, ?) > 0 ORDER BY stream_ordering LIMIT ?",
-                        (*chunk, cursor, _needle(user_id), _PAGE))
+                found = self._rows_txn(txn, ids, _needle(user_id), cursor, False, _PAGE)
                 if not found:
                     break
-                found.sort(key=lambda r: r[0])
-                found = found[:_PAGE]
                 out += [n for n in self._notifications_txn(txn, user_id, found) if n.unread]
                 cursor = found[-1][0]
             return out[:limit]
         return await self.db.run("unread_notifications_after", fn) if ids and limit > 0 else []
+
+    def _rows_txn(self, txn: Transaction, room_ids: Sequence[str], needle: str, bound: int,
+                  newest_first: bool, limit: int) -> list[tuple]:
+        """At most ``limit`` rows of these rooms whose users column holds ``needle``, with a
+        stream ordering past ``bound`` (below it newest first, else above it oldest first)."""
+        op, order = ("<", " DESC") if newest_first else (">", "")
+        found: list[tuple] = []
+        for i in range(0, len(room_ids), _CHUNK):
+            chunk = room_ids[i:i + _CHUNK]
+            found += txn.query(
+                f"SELECT {_COLS} FROM push_event_notifications WHERE room_id IN"
+                f" ({','.join('?' * len(chunk))}) AND stream_ordering {op} ?"
+                f" AND {self._find}(users, ?) > 0 ORDER BY stream_ordering{order} LIMIT ?",
+                (*chunk, bound, needle, limit))
+        found.sort(key=lambda r: r[0], reverse=newest_first)
+        return found[:limit]
 
     def _notifications_txn(self, txn: Transaction, user_id: str, rows: Sequence[tuple]
                            ) -> list[Notification]:

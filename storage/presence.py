@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from twisted.internet.defer import DeferredLock
-
 from storage.database import Database, Transaction
-from storage.ids import IdGenerator
+from storage.ids import OrderedStream
 
 _COLS = "user_id, state, status_msg, last_active_ts, currently_active, explicit, stream_id"
 
@@ -37,19 +35,9 @@ def _row(r: tuple) -> PresenceRow:
     return PresenceRow(r[0], r[1], r[2], int(r[3]), bool(r[4]), bool(r[5]), int(r[6]))
 
 
-class PresenceStore:
+class PresenceStore(OrderedStream):
     def __init__(self, db: Database) -> None:
-        self.db = db
-        self.stream_ids = IdGenerator("presence", "stream_id")
-        self._write_lock = DeferredLock()
-        self._current = 0
-
-    async def load(self) -> None:
-        await self.stream_ids.load(self.db)
-        self._current = self.stream_ids.current()
-
-    def current_position(self) -> int:
-        return self._current
+        super().__init__(db, "presence", "stream_id")
 
     async def get_all(self) -> list[PresenceRow]:
         return [_row(r) for r in await self.db.query(f"SELECT {_COLS} FROM presence")]
@@ -61,8 +49,7 @@ class PresenceStore:
     async def upsert(self, user_id: str, state: str, status_msg: str | None, last_active_ts: int,
                      currently_active: bool, explicit: bool) -> int:
         """Write a user's presence under the next stream id, which is returned."""
-        await self._write_lock.acquire()
-        try:
+        async def write() -> int:
             stream_id = self.stream_ids.next()
             await self.db.execute(
                 "INSERT INTO presence (user_id, state, status_msg, last_active_ts, currently_active,"
@@ -72,10 +59,8 @@ class PresenceStore:
                 " currently_active = excluded.currently_active, explicit = excluded.explicit,"
                 " stream_id = excluded.stream_id",
                 (user_id, state, status_msg, last_active_ts, currently_active, explicit, stream_id))
-            self._current = stream_id
             return stream_id
-        finally:
-            self._write_lock.release()
+        return await self._ordered_write(write, lambda stream_id: stream_id)
 
     async def changes_visible_to(self, observer: str, from_pos: int | None, to_pos: int,
                                  include_offline: bool) -> list[PresenceRow]:

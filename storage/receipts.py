@@ -9,10 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from twisted.internet.defer import DeferredLock
-
 from storage.database import Database, Transaction
-from storage.ids import IdGenerator
+from storage.ids import OrderedStream
 
 _COLS = "room_id, receipt_type, user_id, thread_id, event_id, ts, stream_id"
 _CHUNK = 200
@@ -34,27 +32,15 @@ def _receipt(row: tuple) -> Receipt:
     return Receipt(room_id, rtype, user_id, thread_id or None, event_id, ts, stream_id)
 
 
-class ReceiptStore:
+class ReceiptStore(OrderedStream):
     def __init__(self, db: Database) -> None:
-        self.db = db
-        self.stream_ids = IdGenerator("receipts", "stream_id")
-        self._write_lock = DeferredLock()
-        self._current = 0
-
-    async def load(self) -> None:
-        await self.stream_ids.load(self.db)
-        self._current = self.stream_ids.current()
-
-    def current_position(self) -> int:
-        """The highest stream id whose change (and every earlier one) is committed."""
-        return self._current
+        super().__init__(db, "receipts", "stream_id")
 
     async def upsert(self, room_id: str, receipt_type: str, user_id: str, thread_id: str | None,
                      event_id: str, event_stream: int, ts: int) -> int | None:
         """Record a receipt; returns its stream id, or None when the user's receipt of this type
         and thread already points at the same event or a later one (receipts never move back)."""
-        await self._write_lock.acquire()
-        try:
+        async def write() -> tuple[int, int]:
             stream_id = self.stream_ids.next()
 
             def fn(txn: Transaction) -> int:
@@ -68,12 +54,10 @@ class ReceiptStore:
                     (room_id, receipt_type, user_id, thread_id or "", event_id, event_stream, ts,
                      stream_id))
                 return txn.rowcount
-            written = await self.db.run("upsert_receipt", fn)
-            # Unused ids leave harmless gaps: readers only compare positions.
-            self._current = stream_id
-            return stream_id if written else None
-        finally:
-            self._write_lock.release()
+            return stream_id, await self.db.run("upsert_receipt", fn)
+        # An id not used (nothing written) leaves a harmless gap: readers only compare positions.
+        stream_id, written = await self._ordered_write(write, lambda r: r[0])
+        return stream_id if written else None
 
     async def get(self, room_id: str, receipt_type: str, user_id: str,
                   thread_id: str | None = None) -> Receipt | None:

@@ -10,10 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet import defer
-
 from storage.database import Database, Transaction
-from storage.ids import IdGenerator
+from storage.ids import OrderedStream
 
 WILDCARD = "*"  # "every device of this user", expanded when the message is stored
 
@@ -34,21 +32,10 @@ class SendResult:
     duplicate: bool
 
 
-class ToDeviceStore:
+class ToDeviceStore(OrderedStream):
     def __init__(self, db: Database) -> None:
-        self.db = db
         # The high-water row, not device_inbox: delivered rows are deleted.
-        self.stream_ids = IdGenerator("to_device_stream", "position")
-        self._write_lock = defer.DeferredLock()
-        self._committed = 0
-
-    async def load(self) -> None:
-        await self.stream_ids.load(self.db)
-        self._committed = self.stream_ids.current()
-
-    def current_position(self) -> int:
-        """The highest stream position whose write has committed (0 before the first write)."""
-        return self._committed
+        super().__init__(db, "to_device_stream", "position")
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -89,12 +76,8 @@ class ToDeviceStore:
             txn.execute("UPDATE to_device_stream SET position = ? WHERE position < ?", (last, last))
             return SendResult(last, frozenset(r[1] for r in rows), False)
 
-        # One write at a time: positions then commit in the order they were handed out.
-        async with self._write_lock:
-            result = await self.db.run("to_device_add", fn)
-            if result.position is not None:
-                self._committed = result.position
-            return result
+        return await self._ordered_write(lambda: self.db.run("to_device_add", fn),
+                                         lambda result: result.position)
 
     async def delete_up_to(self, user_id: str, device_id: str, upto_pos: int) -> int:
         """Drop the device's messages at positions <= ``upto_pos``; returns how many went."""

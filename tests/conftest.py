@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -81,9 +81,10 @@ def make_server(engine: str) -> Iterator[Callable[..., ServerProcess]]:
             srv.cleanup()
 
 
-# A fresh database per test on each engine, migrated, for store-level tests.
-@pytest_twisted.async_yield_fixture(params=ENGINES)
-async def db(request: Any) -> AsyncIterator[Database]:
+# A fresh database per test on each engine: empty (``fresh_db``, for tests of migrations) or
+# migrated (``db``, for store-level tests).
+@pytest.fixture(params=ENGINES)
+def fresh_db(request: Any) -> Iterator[Database]:
     pg_name = None
     if request.param == "sqlite":
         path = os.path.join(tempfile.mkdtemp(prefix="hearth-db-"), "test.db")
@@ -93,8 +94,13 @@ async def db(request: Any) -> AsyncIterator[Database]:
         database = Database(create_engine("psycopg2", {**PG, "database": pg_name, "cp_max": 4}),
                             reactor)
     database.start()
-    await prepare_database(database)
     yield database
     database.stop()
     if pg_name:
         drop_pg_database(pg_name)
+
+
+@pytest_twisted.async_fixture
+async def db(fresh_db: Database) -> Database:
+    await prepare_database(fresh_db)
+    return fresh_db

@@ -12,6 +12,7 @@ from homeserver.identifiers import is_valid_user_id
 from homeserver.rooms.creator import EventCreator
 from homeserver.rooms.events import Event
 from homeserver.rooms.power_levels import get_named_level, get_power_level
+from homeserver.rooms.stripped import StrippedState
 from storage.directory import DirectoryStore
 from storage.events import EventStore, PersistedEvent
 from storage.profiles import ProfileStore
@@ -321,15 +322,6 @@ class RoomService:
             out.append(room_id.split(":", 1)[1])
         return [s for s in dict.fromkeys(out) if s and s != self.server_name]
 
-    async def stripped_state(self, room_id: str) -> list[dict[str, Any]]:
-        """Spec "Stripped state": what an invitee sees of a room before joining."""
-        keys = [(t, "") for t in ("m.room.create", "m.room.join_rules", "m.room.canonical_alias",
-                                  "m.room.avatar", "m.room.name", "m.room.encryption",
-                                  "m.room.topic")]
-        events = await self.current_state_events(room_id, keys)
-        return [{"type": e.type, "state_key": e.state_key, "content": dict(e.content),
-                 "sender": e.sender} for e in events.values()]
-
     async def update_membership(self, room_id: str, sender: str, target: str, membership: str,
                                 reason: str | None = None, extra: Mapping[str, Any] | None = None,
                                 txn_key: str | None = None, servers: list[str] | None = None
@@ -376,7 +368,7 @@ class RoomService:
             if current and current[0] == "join":
                 raise MatrixError(403, "M_FORBIDDEN", f"{target} is already in the room")
             if self.remote is not None and self._domain(target) != self.server_name:
-                stripped = await self.stripped_state(room_id)
+                stripped = await StrippedState(self.store).of_room(room_id)
                 rv = await self.room_version(room_id)
 
                 async def countersign(event: Any) -> Any:

@@ -15,6 +15,7 @@ from typing import Any, Awaitable, Callable
 from homeserver.rooms.pagination import position_token
 from homeserver.notifier import Notifier
 from homeserver.rooms.serialize import ClientSerializer
+from homeserver.rooms.stripped import StrippedState
 from homeserver.rooms.visibility import Visibility
 from homeserver.sync.filters import DEFAULT_FILTER, SyncFilter
 from homeserver.sync.tokens import SyncToken
@@ -30,9 +31,6 @@ from storage.account_data import AccountDataStore
 from storage.events import EventRow, EventStore
 from storage.state import StateMap
 from storage.sync import Membership, SyncStore
-
-STRIPPED_STATE_TYPES = ("m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
-                        "m.room.canonical_alias", "m.room.encryption", "m.room.topic")
 
 
 # Hooks for the other streams, filled as those parts of the server exist. Each takes
@@ -66,8 +64,10 @@ class SyncHandler:
                  device_lists: DeviceListTracker | None = None,
                  keys: KeyService | None = None,
                  push_counts: NotificationCounts | None = None,
-                 push_rules: PushRuleService | None = None) -> None:
+                 push_rules: PushRuleService | None = None,
+                 stripped: StrippedState | None = None) -> None:
         self.events = events
+        self.stripped = stripped or StrippedState(events)
         self.push_counts = push_counts
         self.push_rules = push_rules
         self.device_lists = device_lists
@@ -85,8 +85,6 @@ class SyncHandler:
         # Streams other than "events" that an extension reports on: a change in them is worth
         # answering a long-poll for.
         self.watched_streams: set[str] = {"events"}
-        # async (invite event id) -> stripped state sent by another server with its invite.
-        self.remote_invite_state: Any = None
 
     async def sync(self, user_id: str, device_id: str, since: SyncToken | None, timeout_ms: int,
                    full_state: bool, flt: SyncFilter | None) -> dict[str, Any]:
@@ -175,9 +173,9 @@ class SyncHandler:
                 continue
             fresh = initial or m.room_id in changed_rooms
             if m.membership == "invite" and fresh:
-                rooms["invite"][m.room_id] = {"invite_state": {"events": await self._stripped(m)}}
+                rooms["invite"][m.room_id] = {"invite_state": {"events": await self.stripped.at_membership(m.event_id)}}
             elif m.membership == "knock" and fresh:
-                rooms["knock"][m.room_id] = {"knock_state": {"events": await self._stripped(m)}}
+                rooms["knock"][m.room_id] = {"knock_state": {"events": await self.stripped.at_membership(m.event_id)}}
             elif m.membership in ("leave", "ban") and not m.forgotten:
                 if (since is None and not flt.include_leave) or not fresh:
                     continue
@@ -405,28 +403,6 @@ class SyncHandler:
             key = ("m.room.member", sender)
             if key in state_at_start:
                 out[key] = state_at_start[key]
-        return out
-
-    async def _stripped(self, m: Membership) -> list[dict[str, Any]]:
-        """The stripped state an invitee or knocker may see (spec: "Stripped state")."""
-        row = await self.events.get_event_row(m.event_id)
-        state: StateMap = {}
-        if row is not None and row.state_group_before is not None:
-            state = await self.events.get_state_group(row.state_group_before)
-        ids = [state[(t, "")] for t in STRIPPED_STATE_TYPES if (t, "") in state]
-        events = await self.events.get_events(ids)
-        out = [{"type": e.type, "state_key": e.state_key, "content": dict(e.content), "sender": e.sender}
-               for e in (events[i] for i in ids if i in events)]
-        if not state and self.remote_invite_state is not None:
-            # An invite from another server to a room this one is not in: the stripped state
-            # the inviting server sent with it.
-            out = [e for e in await self.remote_invite_state(m.event_id) or []
-                   if isinstance(e, dict) and e.get("type") != "m.room.member"]
-        if row is not None:
-            ev = row.event
-            out.append({"type": ev.type, "state_key": ev.state_key, "content": dict(ev.content),
-                        "sender": ev.sender, "event_id": ev.event_id,
-                        "origin_server_ts": ev.origin_server_ts})
         return out
 
     async def _left_room(self, user_id: str, m: Membership, since_events: int, flt: SyncFilter

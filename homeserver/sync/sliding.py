@@ -27,6 +27,7 @@ from homeserver.ephemeral.typing import TypingService
 from homeserver.http.errors import MatrixError
 from homeserver.notifier import Notifier
 from homeserver.rooms.serialize import ClientSerializer
+from homeserver.rooms.stripped import StrippedState
 from homeserver.rooms.visibility import Visibility
 from homeserver.sync.sliding_connections import (Connection, ConnectionState, SlidingConnections,
                                                  unknown_pos)
@@ -67,12 +68,13 @@ class SlidingSyncHandler:
                  typing: TypingService | None = None, receipts: ReceiptService | None = None,
                  to_device: ToDeviceSource | None = None,
                  device_lists: DeviceListSource | None = None,
-                 keys: KeyCountSource | None = None) -> None:
+                 keys: KeyCountSource | None = None,
+                 stripped: StrippedState | None = None) -> None:
         self.store = store
         self.notifier = notifier
         self.activity = RoomActivity(store)
         self.lists = RoomLists(events, sync_store, store, account_data, self.activity)
-        self.rooms = RoomBuilder(events, sync_store, visibility, serializer, self.activity)
+        self.rooms = RoomBuilder(events, sync_store, visibility, serializer, self.activity, stripped)
         self.extensions = SlidingExtensions(account_data, typing, receipts, to_device,
                                             device_lists, keys)
         self.connections = SlidingConnections(store, clock)

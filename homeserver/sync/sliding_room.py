@@ -18,8 +18,8 @@ from typing import Any
 
 from homeserver.rooms.pagination import position_token
 from homeserver.rooms.serialize import ClientSerializer
+from homeserver.rooms.stripped import StrippedState
 from homeserver.rooms.visibility import Visibility
-from homeserver.sync.handler import STRIPPED_STATE_TYPES
 from homeserver.sync.sliding_connections import ConnectionState
 from homeserver.sync.sliding_request import MEMBER, RoomConfig
 from homeserver.sync.sliding_rooms import InterestedRooms, RoomActivity
@@ -62,8 +62,10 @@ class _Plan:
 
 class RoomBuilder:
     def __init__(self, events: EventStore, sync_store: SyncStore, visibility: Visibility,
-                 serializer: ClientSerializer, activity: RoomActivity) -> None:
+                 serializer: ClientSerializer, activity: RoomActivity,
+                 stripped: StrippedState | None = None) -> None:
         self.events = events
+        self.stripped = stripped or StrippedState(events)
         self.sync_store = sync_store
         self.visibility = visibility
         self.serializer = serializer
@@ -127,7 +129,7 @@ class RoomBuilder:
         self._record(p, timeline, new)
         if _stripped_only(p):
             if p.initial:
-                stripped = await self._stripped(m)
+                stripped = await self.stripped.at_membership(m.event_id)
                 body["invite_state"] = body["stripped_state"] = stripped
             return result
 
@@ -268,23 +270,6 @@ class RoomBuilder:
     async def _state_at(self, room_id: str, pos: int) -> StateMap:
         group = await self.sync_store.state_group_at(room_id, pos)
         return await self.events.get_state_group(group) if group is not None else {}
-
-    async def _stripped(self, m: Membership) -> list[dict[str, Any]]:
-        """Stripped state (spec "Stripped state"): the room as it was at the invite or knock."""
-        row = await self.events.get_event_row(m.event_id)
-        state: StateMap = {}
-        if row is not None and row.state_group_before is not None:
-            state = await self.events.get_state_group(row.state_group_before)
-        ids = [state[(t, "")] for t in STRIPPED_STATE_TYPES if (t, "") in state]
-        events = await self.events.get_events(ids)
-        out = [{"type": e.type, "state_key": e.state_key, "content": dict(e.content),
-                "sender": e.sender} for e in (events[i] for i in ids if i in events)]
-        if row is not None:
-            ev = row.event
-            out.append({"type": ev.type, "state_key": ev.state_key, "content": dict(ev.content),
-                        "sender": ev.sender, "event_id": ev.event_id,
-                        "origin_server_ts": ev.origin_server_ts})
-        return out
 
 
 def _stripped_only(p: _Plan) -> bool:

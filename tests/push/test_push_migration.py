@@ -1,48 +1,24 @@
-"""Migration 0017: notifications stored per user (0016) move to rows per event with nothing
-lost: counts, highlights, actions and read state read the same afterwards, on both engines."""
+"""Migrations 0017 and 0018: notifications stored per user (0016) move to rows per event with
+nothing lost: counts, highlights, actions and read state read the same afterwards, on both
+engines."""
 
 from __future__ import annotations
 
-import os
-import tempfile
-from typing import Any, AsyncIterator
-
 import pytest_twisted
-from twisted.internet import reactor
 
-from harness import PG, create_pg_database, drop_pg_database
 from storage.database import Database, Transaction
-from storage.engines import create_engine
-from storage.migrations import _apply, _ensure_table, list_migrations, prepare_database
+from storage.migrations import list_migrations, prepare_database
 from storage.notifications import NotificationStore
 
 ROOM = "!r:hs"
 HL = ["notify", {"set_tweak": "highlight"}]
 
 
-@pytest_twisted.async_yield_fixture(params=["sqlite", "postgres"])
-async def old_db(request: Any) -> AsyncIterator[Database]:
-    """A database migrated up to 0016 only."""
-    pg_name = None
-    if request.param == "sqlite":
-        path = os.path.join(tempfile.mkdtemp(prefix="hearth-db-"), "test.db")
-        db = Database(create_engine("sqlite3", {"database": path}), reactor)
-    else:
-        pg_name = create_pg_database()
-        db = Database(create_engine("psycopg2", {**PG, "database": pg_name, "cp_max": 2}), reactor)
-    db.start()
-    await db.run("schema_migrations", _ensure_table)
-    for version, fname in list_migrations(db.engine_name):
-        if version < 17:
-            await db.run(f"migrate {fname}", _apply, version, fname)
-    yield db
-    db.stop()
-    if pg_name:
-        drop_pg_database(pg_name)
-
-
 @pytest_twisted.ensureDeferred
-async def test_per_user_rows_move_to_per_event_rows(old_db: Database) -> None:
+async def test_per_user_rows_move_to_per_event_rows(fresh_db: Database) -> None:
+    old_db = fresh_db
+    await prepare_database(old_db, before=17)
+
     def fill(txn: Transaction) -> None:
         rows = [("@a:hs", 1, "main", '["notify"]', False, False),
                 ("@b:hs", 1, "main", '["notify",{"set_tweak":"sound","value":"default"}]', False, True),

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from typing import Any
 
-import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 
 from storage.account_data import AccountDataStore
 from storage.database import Database, Transaction
-from storage.engines import create_engine
-from storage.migrations import _apply, _ensure_table, list_migrations, prepare_database
+from storage.migrations import prepare_database
 from storage.tags import TagStore
-from tests.harness import PG, create_pg_database, drop_pg_database
 
 
 async def _store(db: Database) -> AccountDataStore:
@@ -152,30 +146,9 @@ async def test_tags_tolerate_a_malformed_m_tag_set_by_a_client(db: Database) -> 
     assert await s.get_room("@a:x", "!r:x", "m.tag") == {"tags": {"good": {"order": 1}, "u.new": {}}}
 
 
-@pytest.fixture(params=("sqlite", "postgres"))
-def fresh_db(request: Any) -> Any:
-    """An empty database with no migration applied yet."""
-    pg_name = None
-    if request.param == "sqlite":
-        path = os.path.join(tempfile.mkdtemp(prefix="hearth-db-"), "test.db")
-        database = Database(create_engine("sqlite3", {"database": path}), reactor)
-    else:
-        pg_name = create_pg_database()
-        database = Database(create_engine("psycopg2", {**PG, "database": pg_name, "cp_max": 2}),
-                            reactor)
-    database.start()
-    yield database
-    database.stop()
-    if pg_name:
-        drop_pg_database(pg_name)
-
-
 @pytest_twisted.ensureDeferred
 async def test_migration_moves_room_tags_into_m_tag_account_data(fresh_db: Database) -> None:
-    await fresh_db.run("schema_migrations", _ensure_table)
-    for version, fname in list_migrations(fresh_db.engine_name):
-        if version < 5:
-            await fresh_db.run(f"migrate {fname}", _apply, version, fname)
+    await prepare_database(fresh_db, before=5)
 
     def tags_before(txn: Transaction) -> None:
         txn.executemany("INSERT INTO room_tags (user_id, room_id, tag, content_json) VALUES (?, ?, ?, ?)",
