@@ -66,6 +66,6 @@ class Notifier:
     def waiting_users(self) -> int:
         return len(self._waiters)
 
-    def any_waiting(self, users: Iterable[str]) -> bool:
-        """Whether a request of any of these users is waiting now."""
-        return any(u in self._waiters for u in users)
+    def waiting_among(self, users: Iterable[str]) -> list[str]:
+        """Those of these users with a request waiting now."""
+        return [u for u in users if u in self._waiters]

@@ -81,7 +81,7 @@ from homeserver.push.pushers import HttpGateway, PusherService
 from homeserver.push.rule_service import PushRuleService
 from homeserver.rooms.builder import EventBuilder
 from homeserver.rooms.creator import EventCreator
-from homeserver.rooms.relations import Aggregations, RelationsService
+from homeserver.rooms.relations import AGGREGATED, Aggregations, RelationsService
 from homeserver.rooms.serialize import ClientSerializer
 from homeserver.rooms.service import RoomService
 from homeserver.rooms.state_res import resolve_state
@@ -197,11 +197,13 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     await account_data.load()
     notifier.set_position("account_data", account_data.current_position())
 
-    # Awaited before waiting /sync requests are woken: push evaluation of the event, so that
-    # the woken requests find its notification counts ready and each runs to its answer without
-    # waiting again (answers then leave one by one instead of all at the end). With nobody
-    # waiting, evaluation keeps batching events.
-    before_wake: list[Callable[[list[str]], Awaitable[None]]] = []
+    # Awaited, with (room, the users whose /sync is waiting), before those requests are woken:
+    # push evaluation of the event, then the waiting users' notification counts and membership
+    # facts for the room, each read once for all of them where memory lacks them. The woken
+    # requests then find everything ready and each runs to its answer without waiting again
+    # (answers leave one by one instead of all at the end). With nobody waiting, evaluation
+    # keeps batching events.
+    before_wake: list[Callable[[str, list[str]], Awaitable[Any]]] = []
 
     def wake_for_event(persisted: PersistedEvent) -> None:
         # The event is committed: from now on a /sync includes it, even before its
@@ -213,9 +215,12 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
             users = await events.get_interested_users(ev.room_id)
             if ev.type == "m.room.member" and ev.state_key:
                 users.add(ev.state_key)  # the target hears of their own invite, kick or ban
-            if notifier.any_waiting(users):
-                for ready in before_wake:
-                    await ready([ev.room_id])
+            waiting = notifier.waiting_among(users)
+            for ready in before_wake if waiting else ():
+                try:
+                    await ready(ev.room_id, waiting)
+                except Exception:  # only a head start: the requests are woken regardless
+                    logger.exception("preparing the /sync wake-up for %s failed", ev.event_id)
             notifier.notify("events", persisted.stream_ordering, users=users)
         defer.ensureDeferred(wake()).addErrback(
             lambda f: logger.error("waking /sync for %s failed: %s", persisted.event.event_id, f))
@@ -271,7 +276,10 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     if config.push_enabled:  # `push: {enabled: false}`: no rule evaluation, no notifications
         # Handed each event before the /sync wake-up, which waits for its evaluation.
         creator.listeners.insert(creator.listeners.index(wake_for_event), push.on_event)
-        before_wake.append(push.wait_pending)
+        before_wake.append(lambda room_id, _: push.wait_pending([room_id]))
+        before_wake.append(lambda room_id, users: notification_store.unread_counts_many(
+            [(u, [room_id]) for u in users]))
+    before_wake.append(lambda _, users: events.prefetch_membership_facts(users))
     # Events committed but not evaluated before the last stop are evaluated now (in the
     # background); with push off, the position is forgotten.
     await push.start(config.push_enabled)
@@ -302,8 +310,9 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
     # /sync serializes the same new events for every member of a room: its own serializer
     # caches the bundled-aggregation lookups.
     sync_store = SyncStore(db, events)
+    sync_relations = SyncRelationStore(db, events, [AGGREGATED])
     sync_serializer = ClientSerializer(events, clock.time_msec,
-                                       Aggregations(SyncRelationStore(db, events), visibility))
+                                       Aggregations(sync_relations, visibility))
     stripped = StrippedState(events)
     sync_handler = SyncHandler(events, sync_store, visibility, sync_serializer, notifier,
                                account_data, typing_notifs, receipts, presence, to_device,

@@ -8,6 +8,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
+from twisted.internet import defer
+
 from crypto.room_versions import get_room_version
 from homeserver.rooms.events import Event
 from storage.batching import TurnBatch
@@ -508,6 +510,12 @@ class EventStore:
         """The rooms among ``room_ids`` that the user has forgotten (cached like joins)."""
         _, forgotten = await self._membership_facts(user_id)
         return {r for r in room_ids if r in forgotten}
+
+    async def prefetch_membership_facts(self, user_ids: Iterable[str]) -> None:
+        """Have the users' join positions and forgotten rooms in memory (one read for those
+        missing), before their woken /sync requests ask."""
+        await defer.gatherResults([defer.ensureDeferred(self._membership_facts(u))
+                                   for u in user_ids], consumeErrors=True)
 
     async def _membership_facts(self, user_id: str
                                 ) -> tuple[dict[str, list[int]], frozenset[str]]:

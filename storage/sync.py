@@ -256,12 +256,15 @@ class SyncRelationStore(RelationStore):
     any relation or redaction is stored: /sync serializes the same new events for every member
     of a room."""
 
-    def __init__(self, db: Database, events: EventStore) -> None:
+    def __init__(self, db: Database, events: EventStore,
+                 rel_types: Sequence[Sequence[str]] = ()) -> None:
         super().__init__(db, events)
         self._children: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
         self._version = self._current_version()
         self._flights: SingleFlight = SingleFlight()
-        self._types_asked: set[tuple[str, ...]] = set()
+        # The relation type lists asked about (given ones first): an event made here is
+        # recorded as having no children of each.
+        self._types_asked: set[tuple[str, ...]] = {tuple(t) for t in rel_types}
         events.row_listeners.append(self._on_row)
 
     def _on_row(self, row: EventRow, previous: int, fresh: bool) -> None:
