@@ -14,6 +14,7 @@ from twisted.internet import defer
 from homeserver.sync.tokens import STREAMS, SyncToken
 
 RoomMembers = Callable[[str], Awaitable[list[str]]]
+_WAKE_CHUNK = 16  # waiting requests woken in one reactor turn
 
 
 class Notifier:
@@ -40,10 +41,18 @@ class Notifier:
         targets = set(users)
         for room_id in rooms:
             targets.update(self.room_users(room_id))
-        for user_id in targets:
-            for d in self._waiters.pop(user_id, ()):
-                if not d.called:
-                    d.callback(None)
+        woken = [d for user_id in targets for d in self._waiters.pop(user_id, ())]
+        self._wake(woken)
+
+    def _wake(self, woken: list[defer.Deferred]) -> None:
+        """Wake the first few requests now and the rest a few at a time, a reactor turn apart:
+        a woken request usually runs to its answer at once, and the reactor sends answers only
+        between turns, so two hundred woken together would all reach the network at the end."""
+        for d in woken[:_WAKE_CHUNK]:
+            if not d.called:
+                d.callback(None)
+        if len(woken) > _WAKE_CHUNK:
+            self.reactor.callLater(0, self._wake, woken[_WAKE_CHUNK:])
 
     async def wait(self, user_id: str, timeout_s: float) -> None:
         """Return when the user is woken, or after ``timeout_s`` seconds."""

@@ -70,3 +70,24 @@ def test_token_at_least_takes_each_streams_further_position() -> None:
     assert a.at_least(SyncToken()) is a
     assert SyncToken.parse(str(a)) == a
     assert b.is_after(a) and a.is_after(b) and not a.is_after(a)
+
+
+def test_notifier_wakes_a_crowd_a_few_per_reactor_turn() -> None:
+    """Waiting requests are woken 16 at a time, a reactor turn apart (so the answers of the
+    first reach the network while the others are computed), and every one is woken."""
+    from twisted.internet.task import Clock
+
+    from homeserver.notifier import _WAKE_CHUNK, Notifier
+    clock = Clock()
+    notifier = Notifier(clock)
+    woken: list[str] = []
+    users = [f"@u{i}:hs" for i in range(40)]
+    for u in users:
+        d = defer.ensureDeferred(notifier.wait(u, 30.0))
+        d.addCallback(lambda _, u=u: woken.append(u))
+    notifier.notify("events", 5, users=users)
+    assert len(woken) == _WAKE_CHUNK and notifier.current_token().events == 5
+    assert notifier.waiting_users() == 0  # all taken off the waiting list at once
+    clock.advance(0)  # (the test clock runs the later turns' calls in one go)
+    assert sorted(woken) == sorted(users)
+    assert notifier.waiting_among(users) == []
