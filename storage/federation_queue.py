@@ -65,15 +65,8 @@ class FederationQueueStore:
         dests = sorted(set(destinations))
         if not dests:
             return
-
-        def fn(txn: Transaction, rows: list[tuple[int, str, str]]) -> None:
-            txn.executemany("INSERT INTO federation_outbox_pdus (stream_id, destination, event_id)"
-                            " VALUES (?, ?, ?) ON CONFLICT (destination, event_id) DO NOTHING", rows)
-            _advance_stream(txn, rows[-1][0])
-
         async with self._write_lock:
-            rows = [(self.stream_ids.next(), d, event_id) for d in dests]
-            await self.db.run("federation_queue_add_pdu", fn, rows)
+            await self.db.run("federation_queue_add_pdu", self.add_pdu_txn, event_id, dests)
 
     def add_pdu_txn(self, txn: Transaction, event_id: str, destinations: Iterable[str]) -> None:
         """``add_pdu`` inside the caller's transaction: the event and its place in the outbox

@@ -271,10 +271,7 @@ class SyncRelationStore(RelationStore):
         """An event made here just now has no children yet: say so before anyone asks."""
         if not fresh:
             return
-        version = self._current_version()
-        if version != self._version:
-            self._children.clear()
-            self._version = version
+        self._check_version()
         if len(self._children) > 50_000:
             self._children.clear()
         for types in self._types_asked:
@@ -283,12 +280,18 @@ class SyncRelationStore(RelationStore):
     def _current_version(self) -> tuple[int, int]:
         return (self.events.relations_version, self.events.redactions_version)
 
-    async def get_children(self, parent_ids: Iterable[str], rel_types: Sequence[str]
-                           ) -> list[EventRow]:
+    def _check_version(self) -> tuple[int, int]:
+        """Forget the cached children if a relation or redaction was stored since; returns the
+        version they are now valid at."""
         version = self._current_version()
         if version != self._version:
             self._children.clear()
             self._version = version
+        return version
+
+    async def get_children(self, parent_ids: Iterable[str], rel_types: Sequence[str]
+                           ) -> list[EventRow]:
+        version = self._check_version()
         ids = list(dict.fromkeys(parent_ids))
         types = tuple(rel_types)
         self._types_asked.add(types)
