@@ -11,6 +11,7 @@ from typing import Any, Awaitable, Callable, Iterable
 
 from twisted.internet import defer
 
+from homeserver.http.burst import Burst
 from homeserver.sync.tokens import STREAMS, SyncToken
 
 RoomMembers = Callable[[str], Awaitable[list[str]]]
@@ -18,8 +19,10 @@ _WAKE_CHUNK = 16  # waiting requests woken in one reactor turn
 
 
 class Notifier:
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: Any, burst: Burst | None = None) -> None:
         self.reactor = reactor
+        # Answers first: reads and access-log lines wait while woken requests are answered.
+        self.burst = burst or Burst()
         self._positions = {s: 0 for s in STREAMS}
         self._waiters: dict[str, set[defer.Deferred]] = {}
         # Users interested in a room right now (joined, invited, knocking): kept by whoever
@@ -42,17 +45,24 @@ class Notifier:
         for room_id in rooms:
             targets.update(self.room_users(room_id))
         woken = [d for user_id in targets for d in self._waiters.pop(user_id, ())]
-        self._wake(woken)
+        if woken:
+            self.burst.begin()
+            self._wake(woken)
 
     def _wake(self, woken: list[defer.Deferred]) -> None:
         """Wake the first few requests now and the rest a few at a time, a reactor turn apart:
         a woken request usually runs to its answer at once, and the reactor sends answers only
-        between turns, so two hundred woken together would all reach the network at the end."""
-        for d in woken[:_WAKE_CHUNK]:
-            if not d.called:
-                d.callback(None)
-        if len(woken) > _WAKE_CHUNK:
-            self.reactor.callLater(0, self._wake, woken[_WAKE_CHUNK:])
+        between turns, so two hundred woken together would all reach the network at the end.
+        The burst (begun by ``notify``) ends after the last few."""
+        try:
+            for d in woken[:_WAKE_CHUNK]:
+                if not d.called:
+                    d.callback(None)
+        finally:
+            if len(woken) > _WAKE_CHUNK:
+                self.reactor.callLater(0, self._wake, woken[_WAKE_CHUNK:])
+            else:
+                self.burst.end()
 
     async def wait(self, user_id: str, timeout_s: float) -> None:
         """Return when the user is woken, or after ``timeout_s`` seconds."""

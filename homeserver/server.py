@@ -68,6 +68,7 @@ from homeserver.ephemeral.receipts import ReceiptService
 from homeserver.ephemeral.typing import TypingService
 from homeserver.http.ratelimit import RateLimiter
 from homeserver.http.router import AUTH_NONE, Router
+from homeserver.http.burst import Burst
 from homeserver.http.site import MatrixResource, make_site
 from homeserver.jobs.scheduler import Scheduler
 from homeserver.media.fetch import IpBlacklist, SafeFetcher
@@ -191,7 +192,8 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
         return await resolve_state(rv, states, events.get_events)
 
     creator = EventCreator(events, EventBuilder(config.server_name, signing_key), clock, resolve)
-    notifier = Notifier(clock.reactor)
+    burst = Burst()  # answers first while the notifier wakes waiting requests
+    notifier = Notifier(clock.reactor, burst)
     notifier.set_position("events", events.stream_ids.current())
     account_data = AccountDataStore(db)
     await account_data.load()
@@ -377,7 +379,7 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
         # so, and a listener serves only the resources it names.
         return MatrixResource(router, auth, ip_limiter, x_forwarded=listener.x_forwarded,
                               max_json_depth=config.max_json_depth, resources=listener.resources,
-                              federation_auth=fed.authenticator.authenticate)
+                              federation_auth=fed.authenticator.authenticate, burst=burst)
 
     scheduler = Scheduler(clock)
     scheduler.every("flush client IPs", FLUSH_INTERVAL_S, ips.flush)

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, unquote
 from twisted.internet import defer
 from twisted.web import resource, server
 
+from homeserver.http.burst import Burst
 from homeserver.http.errors import MatrixError, invalid_param, missing_param, too_large, unrecognized
 from homeserver.http.jsonbody import JsonObject, parse_json
 from homeserver.http.router import AUTH_FEDERATION, AUTH_NONE, AUTH_OPTIONAL, Router
@@ -207,8 +208,11 @@ class MatrixResource(resource.Resource):
     def __init__(self, router: Router, authenticator: "Authenticator", ip_limiter: "RateLimiter",
                  *, x_forwarded: bool = False, max_json_depth: int = 100,
                  resources: tuple[str, ...] | None = None,
-                 federation_auth: "Callable[[HttpRequest], Awaitable[str]] | None" = None) -> None:
+                 federation_auth: "Callable[[HttpRequest], Awaitable[str]] | None" = None,
+                 burst: Burst | None = None) -> None:
         super().__init__()
+        # Shared with the notifier: answers first while it wakes waiting requests.
+        self.burst = burst or Burst()
         # Checks a request's X-Matrix signature and returns the origin server's name.
         self.federation_auth = federation_auth
         self.router = router
@@ -300,12 +304,15 @@ class MatrixResource(resource.Resource):
             raw.setHeader(b"Content-Length", str(len(data)).encode())
         if raw.method != b"HEAD" and data:
             raw.write(data)
+        channel = raw.channel
         raw.finish()
+        self.burst.hold_reads(channel)
         self._log_access(raw, req, status, len(data))
 
-    @staticmethod
-    def _log_access(raw: MatrixRequest, req: HttpRequest, status: int, size: int,
+    def _log_access(self, raw: MatrixRequest, req: HttpRequest, status: int, size: int,
                     note: str = "") -> None:
+        if not access_logger.isEnabledFor(logging.INFO):
+            return
         who = "-"
         if raw.requester is not None:
             who = f"{raw.requester.user_id}/{raw.requester.device_id}"
@@ -313,9 +320,22 @@ class MatrixResource(resource.Resource):
             who = f"server:{req.origin}"
         uri = redact_uri(raw.uri.decode("ascii", "replace"))
         proto = raw.clientproto.decode("ascii", "replace").rsplit("/", 1)[-1]
-        access_logger.info('%s - %s "%s %s HTTP/%s" %d %dB %.1fms "%s"%s', req.ip, who,
-                           req.method, uri, proto, status, size,
-                           (time.monotonic() - raw.start_time) * 1000, req.user_agent, note)
+        args = (req.ip, who, req.method, uri, proto, status, size,
+                (time.monotonic() - raw.start_time) * 1000, req.user_agent, note)
+        if self.burst.active:
+            self.burst.later(_write_access_line, args, time.time())
+        else:
+            _write_access_line(args)
+
+
+def _write_access_line(args: tuple[Any, ...], created: float | None = None) -> None:
+    """One access-log line; ``created``: when it was made, for a line written later."""
+    record = access_logger.makeRecord(access_logger.name, logging.INFO, __file__, 0,
+                                      '%s - %s "%s %s HTTP/%s" %d %dB %.1fms "%s"%s', args, None)
+    if created is not None:
+        record.created = created
+        record.msecs = int((created - int(created)) * 1000) + 0.0
+    access_logger.handle(record)
 
 
 # Query parameters whose values are secrets, compared after percent-decoding the name.
