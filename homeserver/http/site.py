@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from urllib.parse import parse_qs, unquote
 
 from twisted.internet import defer
-from twisted.web import resource, server
+from twisted.web import http, resource, server
+from twisted.web.http_headers import Headers
 
 from homeserver.http.burst import Burst
 from homeserver.http.errors import MatrixError, invalid_param, missing_param, too_large, unrecognized
@@ -104,6 +105,7 @@ class MatrixRequest(server.Request):
         channel.allContentReceived()
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        from homeserver import xtrace; xtrace.rec('Q', command.decode()+path[:30].decode())
         self._received = True
         super().requestReceived(command, path, version)
 
@@ -306,6 +308,7 @@ class MatrixResource(resource.Resource):
             raw.write(data)
         channel = raw.channel
         raw.finish()
+        from homeserver import xtrace; xtrace.rec('R', req.method + req.path[:30])
         self.burst.hold_reads(channel)
         self._log_access(raw, req, status, len(data))
 
@@ -361,13 +364,39 @@ def redact_uri(uri: str) -> str:
     return path + _QUERY_PARAM.sub(hide, "?" + query)
 
 
+class MatrixChannel(http.HTTPChannel):
+    """HTTP/1.x, with each response's status line and headers sent as one piece: Twisted's own
+    writeHeaders hands the transport ~40 small pieces, each checked on its own (about a tenth of
+    the cost of a small answer, measured on woken /sync requests)."""
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
+        if not isinstance(headers, Headers):
+            return super().writeHeaders(version, code, reason, headers)
+        parts = [version, b" ", code, b" ", reason, b"\r\n"]
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                parts += (name, b": ", value, b"\r\n")
+        parts.append(b"\r\n")
+        self.transport.write(b"".join(parts))
+
+
+class MatrixSite(server.Site):
+    """A Site speaking HTTP/1.1 only (Matrix clients and servers use it; Twisted would offer
+    HTTP/2 over TLS whenever the h2 package happens to be installed)."""
+
+    protocol = MatrixChannel
+
+    def acceptableProtocols(self) -> list[bytes]:
+        return [b"http/1.1"]
+
+
 def make_site(res: resource.Resource, json_limit: int, upload_limit: int) -> server.Site:
     """A Site whose requests enforce the body limits; Twisted's own access log is off."""
     class _Request(MatrixRequest):
         pass
     _Request.json_limit = json_limit
     _Request.upload_limit = upload_limit
-    site = server.Site(res)
+    site = MatrixSite(res)
     site.requestFactory = _Request
     site.log = lambda request: None  # we write our own access log line
     site.displayTracebacks = False
