@@ -105,7 +105,6 @@ class MatrixRequest(server.Request):
         channel.allContentReceived()
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        from homeserver import xtrace; xtrace.rec('Q', command.decode()+path[:30].decode())
         self._received = True
         super().requestReceived(command, path, version)
 
@@ -308,7 +307,6 @@ class MatrixResource(resource.Resource):
             raw.write(data)
         channel = raw.channel
         raw.finish()
-        from homeserver import xtrace; xtrace.rec('R', req.method + req.path[:30])
         self.burst.hold_reads(channel)
         self._log_access(raw, req, status, len(data))
 
