@@ -10,7 +10,10 @@ as late (measured: 200 receivers, last answer ~95 ms after the send instead of ~
 So, during a burst (from the first woken request to the end of the last chunk):
 - a connection whose answer has just been written is not read from; reading resumes when the
   burst ends (what the client sent meanwhile waits in the socket, nothing is lost);
-- access-log lines are queued and written when it ends, with the time they were made.
+- access-log lines are queued and written when it ends, with the time they were made;
+- the cyclic garbage collector is off: a collection of the young generation took 4-15 ms here
+  (measured, ~14,000 young objects among a large heap), once per message to 200 receivers,
+  and every answer after it waited for it. It runs, if due, when the burst ends.
 A burst ends within one pass over the woken requests, so nothing waits longer than that. A
 connection that still has requests queued, is closing or is held back by a full send buffer
 (Twisted's own flow control) is left alone.
@@ -18,6 +21,7 @@ connection that still has requests queued, is closing or is held back by a full 
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any, Callable
 
@@ -31,6 +35,7 @@ class Burst:
         self._depth = 0
         self._held: list[HTTPChannel] = []
         self._later: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self._gc_paused = False
 
     @property
     def active(self) -> bool:
@@ -38,12 +43,18 @@ class Burst:
 
     def begin(self) -> None:
         self._depth += 1
+        if self._depth == 1 and gc.isenabled():
+            gc.disable()
+            self._gc_paused = True
 
     def end(self) -> None:
         self._depth -= 1
         if self._depth > 0:
             return
         self._depth = 0
+        if self._gc_paused:
+            self._gc_paused = False
+            gc.enable()
         held, self._held = self._held, []
         later, self._later = self._later, []
         for channel in held:

@@ -123,3 +123,24 @@ def test_burst_runs_deferred_work_at_its_end_and_survives_a_failure() -> None:
     assert ran == [1] and burst.active
     burst.end()
     assert ran == [1, 2, 3] and not burst.active
+
+
+def test_garbage_collection_waits_for_the_end_of_a_burst() -> None:
+    import gc
+    assert gc.isenabled()
+    burst = Burst()
+    burst.begin()
+    assert not gc.isenabled()
+    burst.begin()
+    burst.end()
+    assert not gc.isenabled()
+    burst.end()
+    assert gc.isenabled()
+    # Switched off by someone else: left off.
+    gc.disable()
+    try:
+        burst.begin()
+        burst.end()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
