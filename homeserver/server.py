@@ -279,8 +279,7 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
         # Handed each event before the /sync wake-up, which waits for its evaluation.
         creator.listeners.insert(creator.listeners.index(wake_for_event), push.on_event)
         before_wake.append(lambda room_id, _: push.wait_pending([room_id]))
-        before_wake.append(lambda room_id, users: notification_store.unread_counts_many(
-            [(u, [room_id]) for u in users]))
+        before_wake.append(lambda room_id, users: notification_store.warm(users, room_id))
     before_wake.append(lambda _, users: events.prefetch_membership_facts(users))
     # Events committed but not evaluated before the last stop are evaluated now (in the
     # background); with push off, the position is forgotten.

@@ -514,19 +514,29 @@ class EventStore:
     async def prefetch_membership_facts(self, user_ids: Iterable[str]) -> None:
         """Have the users' join positions and forgotten rooms in memory (one read for those
         missing), before their woken /sync requests ask."""
-        await defer.gatherResults([defer.ensureDeferred(self._membership_facts(u))
-                                   for u in user_ids], consumeErrors=True)
+        missing = [u for u in user_ids if self._cached_membership_facts(u) is None]
+        if missing:
+            await defer.gatherResults([defer.ensureDeferred(self._membership_facts(u))
+                                       for u in missing], consumeErrors=True)
 
-    async def _membership_facts(self, user_id: str
-                                ) -> tuple[dict[str, list[int]], frozenset[str]]:
-        """(room -> join positions, forgotten rooms) of a user, from the cache or read with
-        the other users asked for in the same reactor turn."""
+    def _cached_membership_facts(self, user_id: str
+                                 ) -> tuple[dict[str, list[int]], frozenset[str]] | None:
         version = self.membership_version(user_id)
         joins, forgotten = self._join_positions.get(user_id), self._forgotten.get(user_id)
         if joins is not None and forgotten is not None and joins[0] == version == forgotten[0]:
             self._join_positions.move_to_end(user_id)
             self._forgotten.move_to_end(user_id)
             return joins[1], forgotten[1]
+        return None
+
+    async def _membership_facts(self, user_id: str
+                                ) -> tuple[dict[str, list[int]], frozenset[str]]:
+        """(room -> join positions, forgotten rooms) of a user, from the cache or read with
+        the other users asked for in the same reactor turn."""
+        cached = self._cached_membership_facts(user_id)
+        if cached is not None:
+            return cached
+        version = self.membership_version(user_id)
         facts = await self._membership_reads.get(user_id, ({}, frozenset()))
         if version == self.membership_version(user_id):
             self._join_positions[user_id] = (version, facts[0])

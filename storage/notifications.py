@@ -542,6 +542,13 @@ class NotificationStore:
         return [{(r, t): c for r in set(rooms) for t, c in result[(u, r)].items()}
                 for u, rooms in requests]
 
+    async def warm(self, user_ids: Iterable[str], room_id: str) -> None:
+        """Have these users' counts in this room in memory: nothing to do when it has them all,
+        else one read for those missing (before a /sync wake-up of the room's members)."""
+        pairs = [(u, room_id) for u in user_ids]
+        if self.cached_counts(pairs) is None:
+            await self._count(sorted(set(pairs)))
+
     async def _count(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], ThreadCounts]:
         """Counts of pairs not all in memory: read the rows after what memory has."""
         stamps = {p: self._stamp(*p) for p in pairs}

@@ -55,6 +55,12 @@ class NotificationCounts:
             self._call_later(0, self._flush)
         return await waiter
 
+    async def warm(self, user_id: str, room_ids: list[str]) -> None:
+        """Have the user's counts in these rooms in memory (read with this turn's others when
+        some are missing)."""
+        if room_ids and self.store.cached_counts([(user_id, r) for r in room_ids]) is None:
+            await self._unread(user_id, room_ids)
+
     def _flush(self) -> None:
         batch, self._queue = self._queue, []
 

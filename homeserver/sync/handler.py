@@ -8,9 +8,12 @@ visibility function hides from the user. With nothing new, the request waits on 
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
+
+from twisted.internet import defer
 
 from homeserver.rooms.pagination import position_token
 from homeserver.notifier import Notifier
@@ -32,6 +35,7 @@ from storage.events import EventRow, EventStore
 from storage.state import StateMap
 from storage.sync import Membership, SyncStore
 
+logger = logging.getLogger(__name__)
 
 # Hooks for the other streams, filled as those parts of the server exist. Each takes
 # (user_id, device_id, room_ids, since token or None, now token) and adds to the response.
@@ -93,6 +97,9 @@ class SyncHandler:
                 and not self.notifier.current_token().is_after(since):
             # No stream has moved since the token (a client polling again right after its last
             # answer): there is nothing to compute until something happens.
+            defer.ensureDeferred(self._prepare_wake(user_id)).addErrback(
+                lambda f: logger.warning("preparing %s's /sync wake-up failed: %s", user_id,
+                                         f.getErrorMessage()))
             await self.notifier.wait(user_id, timeout_ms / 1000.0)
         while True:
             now = self._clamp(self.notifier.current_token(), since)
@@ -104,6 +111,18 @@ class SyncHandler:
                 await self.notifier.wait(user_id, remaining)
                 if deadline - time.monotonic() <= 0 and not self.notifier.current_token().is_after(now):
                     return await self._with_key_counts(user_id, device_id, response)
+
+    async def _prepare_wake(self, user_id: str) -> None:
+        """While the request waits, have in memory what its wake-up reads first (the user's
+        memberships and membership facts, the unread counts of its joined rooms), so that the
+        first event after a start or a reconnection does not read them for every waiting member
+        at once. Each is read only when missing, with the other users asked for in the same
+        reactor turn."""
+        memberships = await self.store.current_memberships(user_id)
+        await self.events.prefetch_membership_facts([user_id])
+        if self.push_counts is not None:
+            await self.push_counts.warm(user_id, [m.room_id for m in memberships
+                                                  if m.membership == "join"])
 
     async def _with_key_counts(self, user_id: str, device_id: str, response: dict[str, Any]
                                ) -> dict[str, Any]:

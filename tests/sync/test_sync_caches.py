@@ -91,3 +91,43 @@ def test_notifier_wakes_a_crowd_a_few_per_reactor_turn() -> None:
     clock.advance(0)  # (the test clock runs the later turns' calls in one go)
     assert sorted(woken) == sorted(users)
     assert notifier.waiting_among(users) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_parked_long_poll_prepares_its_wake_up() -> None:
+    """A long-poll with nothing new waits at once, and meanwhile the user's memberships,
+    membership facts and joined rooms' unread counts are read into memory (each store reads only
+    what it misses), so the first event does not read them for every waiting member at once."""
+    from twisted.internet.task import Clock
+
+    from homeserver.notifier import Notifier
+    from homeserver.sync.handler import SyncHandler
+    from storage.sync import Membership
+
+    asked: list[tuple[str, object]] = []
+
+    class Store:
+        async def current_memberships(self, user_id: str) -> list[Membership]:
+            asked.append(("memberships", user_id))
+            return [Membership("!a:hs", "join", "$j1", 1), Membership("!b:hs", "leave", "$l", 2),
+                    Membership("!c:hs", "join", "$j2", 3)]
+
+    class Events:
+        async def prefetch_membership_facts(self, users: list[str]) -> None:
+            asked.append(("facts", tuple(users)))
+
+    class Counts:
+        async def warm(self, user_id: str, room_ids: list[str]) -> None:
+            asked.append(("counts", (user_id, tuple(room_ids))))
+
+    clock = Clock()
+    notifier = Notifier(clock)
+    handler = SyncHandler(Events(), Store(), None, None, notifier,  # type: ignore[arg-type]
+                          push_counts=Counts())  # type: ignore[arg-type]
+    since = notifier.current_token()
+    d = defer.ensureDeferred(handler.sync("@u:hs", "DEV", since, 30_000, False, None))
+    assert not d.called and notifier.waiting_among(["@u:hs"]) == ["@u:hs"]
+    assert asked == [("memberships", "@u:hs"), ("facts", ("@u:hs",)),
+                     ("counts", ("@u:hs", ("!a:hs", "!c:hs")))]
+    d.cancel()
+    d.addErrback(lambda f: None)
