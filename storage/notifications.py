@@ -344,6 +344,19 @@ class NotificationStore:
                          marks: Sequence[ReadMark]) -> None:
         # Few statements and no rows read back: under load the reactor thread holds the GIL,
         # and each call into the database lets go of it and waits to get it back.
+        self._advance_positions_txn(txn, marks)
+        rows = [r for a in adds for r in _rows(a)]
+        # A repeated row (padding) is skipped like a notification stored before.
+        for chunk in _split(rows):
+            txn.execute(
+                "INSERT INTO push_event_notifications (stream_ordering, part, event_id, room_id,"
+                f" thread_id, ts, users, groups_json) VALUES {_marks(len(chunk), 8)}"
+                " ON CONFLICT (stream_ordering, part) DO NOTHING",
+                [v for r in chunk for v in r])
+
+    @staticmethod
+    def _advance_positions_txn(txn: Transaction, marks: Sequence[ReadMark]) -> None:
+        """Move read positions forward to the marks (never back), in one statement per chunk."""
         moved: dict[tuple[str, str, str], int] = {}
         for m in marks:
             key = (m.user_id, m.room_id, m.thread_id)
@@ -358,30 +371,18 @@ class NotificationStore:
                 " SET stream_ordering = excluded.stream_ordering"
                 " WHERE push_read_positions.stream_ordering < excluded.stream_ordering",
                 [v for r in chunk for v in r])
-        rows = [r for a in adds for r in _rows(a)]
-        # A repeated row (padding) is skipped like a notification stored before.
-        for chunk in _split(rows):
-            txn.execute(
-                "INSERT INTO push_event_notifications (stream_ordering, part, event_id, room_id,"
-                f" thread_id, ts, users, groups_json) VALUES {_marks(len(chunk), 8)}"
-                " ON CONFLICT (stream_ordering, part) DO NOTHING",
-                [v for r in chunk for v in r])
 
     async def mark_read(self, user_id: str, room_id: str, thread_id: str, stream_ordering: int) -> int:
         """The user has read up to ``stream_ordering`` in a thread of the room (``UNTHREADED``:
         in all of it). Returns how many notifications that made read."""
+        mark = ReadMark(user_id, room_id, thread_id, stream_ordering)
 
         def fn(txn: Transaction) -> int:
             before = self._read_positions_txn(txn, [(user_id, room_id)]).get((user_id, room_id), {})
             old = before.get(thread_id, _NONE)
             if old >= stream_ordering:
                 return 0
-            txn.execute(
-                "INSERT INTO push_read_positions (user_id, room_id, thread_id, stream_ordering)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT (user_id, room_id, thread_id) DO UPDATE"
-                " SET stream_ordering = excluded.stream_ordering"
-                " WHERE push_read_positions.stream_ordering < excluded.stream_ordering",
-                (user_id, room_id, thread_id, stream_ordering))
+            self._advance_positions_txn(txn, [mark])
             after = {**before, thread_id: stream_ordering}
             low = max(old, before.get(UNTHREADED, _NONE))
             found = self._scan_txn(txn, [(user_id, room_id, low)], stream_ordering)
@@ -390,7 +391,7 @@ class NotificationStore:
                        and _unread(before, thread, stream) and not _unread(after, thread, stream))
 
         cleared = await self._write("mark_notifications_read", fn)
-        self._positions_moved([ReadMark(user_id, room_id, thread_id, stream_ordering)])
+        self._positions_moved([mark])
         return cleared
 
     async def delete_read_before(self, ts: int) -> int:
