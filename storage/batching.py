@@ -19,8 +19,9 @@ V = TypeVar("V")
 
 
 class TurnBatch(Generic[K, V]):
-    def __init__(self, reactor: Any, load: Callable[[list[K]], Awaitable[dict[K, V]]]) -> None:
-        self._reactor = reactor
+    def __init__(self, call_later: Callable[..., Any],
+                 load: Callable[[list[K]], Awaitable[dict[K, V]]]) -> None:
+        self._call_later = call_later
         self._load = load
         self._pending: dict[K, list[defer.Deferred]] = {}
         self._scheduled = False
@@ -31,7 +32,7 @@ class TurnBatch(Generic[K, V]):
         self._pending.setdefault(key, []).append(d)
         if not self._scheduled:
             self._scheduled = True
-            self._reactor.callLater(0, self._flush)
+            self._call_later(0, self._flush)
         found = await d
         return found.get(key, default)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Awaitable, Callable, Iterable
 
-from twisted.internet import defer
 
+from storage.batching import TurnBatch
 from storage.events import EventRow
 from storage.notifications import UNTHREADED, NotificationStore
 
@@ -36,43 +36,31 @@ class NotificationCounts:
         self._wait_pending = wait_pending
         # With call_later, the count reads of one reactor turn share one transaction: when a
         # message wakes the /sync of every member, they all ask at once.
-        self._call_later = call_later
-        self._queue: list[tuple[str, list[str], defer.Deferred]] = []
+        self._reads: TurnBatch[tuple[str, tuple[str, ...]], dict] | None = \
+            TurnBatch(call_later, self._read_many) if call_later is not None else None
         # Called with a user whose unread notifications a receipt just cleared (pushers send
         # the new badge count).
         self.listeners: list[Callable[[str], Any]] = []
 
     async def _unread(self, user_id: str, room_ids: list[str]
                       ) -> dict[tuple[str, str], tuple[int, int]]:
-        if self._call_later is None or not room_ids:
+        if self._reads is None or not room_ids:
             return await self.store.unread_counts(user_id, room_ids)
         cached = self.store.cached_counts([(user_id, r) for r in room_ids])
         if cached is not None:  # memory has them: no waiting for the others of this turn
             return {(r, t): c for (_, r), threads in cached.items() for t, c in threads.items()}
-        waiter: defer.Deferred = defer.Deferred()
-        self._queue.append((user_id, room_ids, waiter))
-        if len(self._queue) == 1:
-            self._call_later(0, self._flush)
-        return await waiter
+        return await self._reads.get((user_id, tuple(room_ids)), {})
+
+    async def _read_many(self, keys: list[tuple[str, tuple[str, ...]]]
+                         ) -> dict[tuple[str, tuple[str, ...]], dict]:
+        results = await self.store.unread_counts_many([(u, list(rooms)) for u, rooms in keys])
+        return dict(zip(keys, results))
 
     async def warm(self, user_id: str, room_ids: list[str]) -> None:
         """Have the user's counts in these rooms in memory (read with this turn's others when
         some are missing)."""
         if room_ids and self.store.cached_counts([(user_id, r) for r in room_ids]) is None:
             await self._unread(user_id, room_ids)
-
-    def _flush(self) -> None:
-        batch, self._queue = self._queue, []
-
-        def done(results: list[Any]) -> None:
-            for (_, _, waiter), result in zip(batch, results):
-                waiter.callback(result)
-
-        def failed(f: Any) -> None:
-            for _, _, waiter in batch:
-                waiter.errback(f)
-        defer.ensureDeferred(self.store.unread_counts_many(
-            [(u, ids) for u, ids, _ in batch])).addCallbacks(done, failed)
 
     async def _settled(self, room_ids: list[str]) -> None:
         """Wait for the evaluations in flight in these rooms."""

@@ -122,7 +122,7 @@ async def test_turn_batch_loads_one_turns_keys_together() -> None:
         if "bad" in keys:
             raise ValueError("boom")
         return {k: len(k) for k in keys if k != "missing"}
-    batch: TurnBatch[str, int] = TurnBatch(reactor, load)
+    batch: TurnBatch[str, int] = TurnBatch(reactor.callLater, load)
     got = await defer.gatherResults([defer.ensureDeferred(batch.get(k, -1))
                                      for k in ("a", "bb", "a", "missing")])
     assert got == [1, 2, 1, -1] and loads == [["a", "bb", "missing"]]
