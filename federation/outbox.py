@@ -18,11 +18,7 @@ def outbox_hook(events: EventStore, sender: Any, server_name: str
     def queue_out(txn: Any, ev: Any, stream: int) -> None:
         if server_of(ev.sender) != server_name or stream < 0:
             return  # other servers' events, and history fetched by backfill, are not ours to send
-        members = events.cached_interested_users(ev.room_id)
-        if members is None:
-            members = {u for (u,) in txn.query(
-                "SELECT user_id FROM current_membership WHERE room_id = ?"
-                " AND membership IN ('join', 'invite', 'knock')", (ev.room_id,))}
+        members = events.interested_users_txn(txn, ev.room_id)
         servers = {server_of(u) for u in members if not u.endswith(local_suffix)}
         if ev.type == "m.room.member" and ev.state_key:
             servers.add(server_of(ev.state_key))  # the kicked, banned or invited user's server

@@ -20,6 +20,16 @@ from storage.state import StateGroupCache, StateGroups, StateKey, StateMap
 from storage.stream_changes import StreamChangeCache
 
 
+# The memberships that make a user interested in a room (woken by its events, sent its PDUs).
+_INTERESTED = ("join", "invite", "knock")
+
+
+def _members_sql(memberships: tuple[str, ...]) -> str:
+    marks = ",".join("?" * len(memberships))
+    return (f"SELECT user_id FROM current_membership WHERE room_id = ?"
+            f" AND membership IN ({marks}) ORDER BY user_id")
+
+
 @dataclass(frozen=True)
 class PersistedEvent:
     event: Event
@@ -104,7 +114,7 @@ class EventStore:
         self._join_positions: OrderedDict[str, tuple[int, dict[str, list[int]]]] = OrderedDict()
         self._forgotten: OrderedDict[str, tuple[int, frozenset[str]]] = OrderedDict()
         self._membership_reads: TurnBatch[str, tuple[dict[str, list[int]], frozenset[str]]] = \
-            TurnBatch(db.reactor, self._read_membership_facts)
+            TurnBatch(db.reactor.callLater, self._read_membership_facts)
         # redacted event id -> redaction ids (empty tuple: none); cleared when one arrives.
         self._redactions: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self.redactions_version = 0
@@ -428,20 +438,25 @@ class EventStore:
         self._extremities[room_id] = ids
         return list(ids)
 
-    async def get_state_group(self, group: int) -> StateMap:
+    async def get_state_group(self, group: int, *, copy: bool = True) -> StateMap:
+        """A state group's map. ``copy=False``: the cached map itself, for readers that never
+        change it (a room's state has one entry per member: copying it for every /sync answer
+        of every member is what a busy room cannot afford)."""
         cached = self.state_cache.get(group)
         if cached is not None:
-            return dict(cached)
+            return dict(cached) if copy else cached
         return await self.db.run("load_state_group", self.state.load, group)
 
-    async def get_state_groups(self, groups: Iterable[int]) -> dict[int, StateMap]:
-        """Several state groups, the uncached ones loaded in one transaction."""
+    async def get_state_groups(self, groups: Iterable[int], *, copy: bool = True
+                               ) -> dict[int, StateMap]:
+        """Several state groups, the uncached ones loaded in one transaction (``copy`` as for
+        ``get_state_group``)."""
         out: dict[int, StateMap] = {}
         missing = []
         for g in dict.fromkeys(groups):
             cached = self.state_cache.get(g)
             if cached is not None:
-                out[g] = dict(cached)
+                out[g] = dict(cached) if copy else cached
             else:
                 missing.append(g)
         if missing:
@@ -467,22 +482,22 @@ class EventStore:
                                    " WHERE room_id = ? AND user_id = ?", (room_id, user_id))
         return tuple(rows[0]) if rows else None  # type: ignore[return-value]
 
-    def cached_interested_users(self, room_id: str) -> set[str] | None:
-        """The cached joined/invited/knocking users of a room, or None when not cached (or
-        changing under our feet: callable from a database thread)."""
+    def interested_users_txn(self, txn: Transaction, room_id: str) -> set[str]:
+        """``get_interested_users`` inside a transaction (on a database thread): the cached set
+        when it is there and not changing under our feet, else read in ``txn``."""
         users = self._interested.get(room_id)
-        if users is None:
-            return None
-        try:
-            return set(users)
-        except RuntimeError:  # the reactor changed the set while we copied it
-            return None
+        if users is not None:
+            try:
+                return set(users)
+            except RuntimeError:  # the reactor changed the set while we copied it
+                pass
+        return {u for (u,) in txn.query(_members_sql(_INTERESTED), (room_id, *_INTERESTED))}
 
     async def get_interested_users(self, room_id: str) -> set[str]:
         """Users joined to, invited to or knocking on a room (cached, kept current on persist)."""
         users = self._interested.get(room_id)
         if users is None:
-            users = set(await self.get_members(room_id, ("join", "invite", "knock")))
+            users = set(await self.get_members(room_id, _INTERESTED))
             self._interested.setdefault(room_id, users)
         return set(self._interested[room_id])
 
@@ -494,10 +509,7 @@ class EventStore:
         return [r[0] for r in rows]
 
     async def get_members(self, room_id: str, memberships: tuple[str, ...] = ("join",)) -> list[str]:
-        marks = ",".join("?" * len(memberships))
-        rows = await self.db.query(f"SELECT user_id FROM current_membership WHERE room_id = ?"
-                                   f" AND membership IN ({marks}) ORDER BY user_id",
-                                   (room_id, *memberships))
+        rows = await self.db.query(_members_sql(memberships), (room_id, *memberships))
         return [r[0] for r in rows]
 
     async def get_join_positions(self, user_id: str, room_ids: Iterable[str]) -> dict[str, list[int]]:
