@@ -267,8 +267,10 @@ class PusherService:
         return {"app_id": p.app_id, "pushkey": p.pushkey, "pushkey_ts": p.pushkey_ts // 1000,
                 "data": {k: v for k, v in p.data.items() if k != "url"}, "tweaks": tweaks}
 
-    async def notification_body(self, p: Pusher, n: Notification) -> dict[str, Any] | None:
-        """The /notify body for one notification, or None if its event is gone."""
+    async def notification_body(self, p: Pusher, n: Notification,
+                                badge_rooms: list[str] | None = None) -> dict[str, Any] | None:
+        """The /notify body for one notification, or None if its event is gone.
+        ``badge_rooms``: the user's ``badge_rooms``, when the caller has them already."""
         row = await self.events.get_event_row(n.event_id)
         if row is None:
             return None
@@ -276,7 +278,9 @@ class PusherService:
         tweaks = tweaks_of(n.actions)
         # The badge as of this notification: evaluation writes a burst of events at once, so
         # later ones may be stored already; their own pushes carry the higher counts.
-        unread = await self.notifications.unread_total(p.user_id, await self.badge_rooms(p.user_id),
+        if badge_rooms is None:
+            badge_rooms = await self.badge_rooms(p.user_id)
+        unread = await self.notifications.unread_total(p.user_id, badge_rooms,
                                                        upto=n.stream_ordering)
         # Low priority unless the notification makes a sound, highlights, or (encrypted) might.
         high = ev.type == ENCRYPTED or bool(tweaks.get("sound")) or tweaks.get("highlight") is True
@@ -302,8 +306,9 @@ class PusherService:
                     notification["room_alias"] = facts.alias
         return {"notification": notification}
 
-    async def send(self, p: Pusher, n: Notification) -> Outcome:
-        body = await self.notification_body(p, n)
+    async def send(self, p: Pusher, n: Notification,
+                   badge_rooms: list[str] | None = None) -> Outcome:
+        body = await self.notification_body(p, n, badge_rooms)
         if body is None:
             return Outcome.DROPPED
         return await self._post(p, body)
@@ -374,14 +379,15 @@ class HttpPusher:
         while not self._stopped:
             self._poked = False
             user_id = self.pusher.user_id
-            batch = await svc.notifications.unread_after(user_id, await svc.badge_rooms(user_id),
-                                                         self.last, _BATCH)
+            # The rooms are looked up once per batch (not once per notification sent).
+            rooms = await svc.badge_rooms(user_id)
+            batch = await svc.notifications.unread_after(user_id, rooms, self.last, _BATCH)
             if not batch:
                 return
             for n in batch:
                 if self._stopped:
                     return
-                outcome = await svc.send(self.pusher, n)
+                outcome = await svc.send(self.pusher, n, rooms)
                 if outcome is Outcome.REJECTED:
                     self._stopped = True
                     return
