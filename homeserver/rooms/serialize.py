@@ -7,7 +7,7 @@ child events that user may see.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from crypto.redaction import redact_event
 from homeserver.rooms.relations import REFERENCE, REPLACE, THREAD, Aggregations, Bundle
@@ -45,7 +45,7 @@ class ClientSerializer:
         out = []
         for r in rows:
             ev = r.event
-            pdu: dict[str, Any] = dict(ev.pdu)
+            pdu: Mapping[str, Any] = ev.pdu  # not copied: only read (redaction makes a new one)
             unsigned: dict[str, Any] = {"age": max(0, now - ev.origin_server_ts)}
             valid = [redacting[i] for i in redactions.get(ev.event_id, []) if i in redacting
                      and self._redaction_applies(redacting[i], r)]

@@ -18,6 +18,7 @@ The reader is a local user id, or, for federation, any of a remote server's user
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Iterable, Sequence
 
 from storage.events import EventRow, EventStore
@@ -25,9 +26,46 @@ from storage.events import EventRow, EventStore
 VISIBILITY_VALUES = ("world_readable", "shared", "invited", "joined")
 
 
+_MEMO_SIZE = 20_000
+
+
 class Visibility:
     def __init__(self, store: EventStore) -> None:
         self.store = store
+        # (state group, reader) -> (history visibility, reader's membership) in that state:
+        # state groups never change, so neither does this. Every /sync answer of every member
+        # of a busy room asks it for the same group.
+        self._memo: OrderedDict[tuple[int, str], tuple[str, str | None]] = OrderedDict()
+
+    async def _at_groups(self, groups: set[int], user_id: str
+                         ) -> dict[int, tuple[str, str | None]]:
+        """group -> (history visibility, the reader's membership) in the group's state."""
+        out: dict[int, tuple[str, str | None]] = {}
+        wanted: dict[int, tuple[str | None, str | None]] = {}
+        for g in groups:
+            hit = self._memo.get((g, user_id))
+            if hit is not None:
+                self._memo.move_to_end((g, user_id))
+                out[g] = hit
+            else:
+                state = await self.store.get_state_group(g, copy=False)
+                wanted[g] = (state.get(("m.room.history_visibility", "")),
+                             state.get(("m.room.member", user_id)))
+        if not wanted:
+            return out
+        events = await self.store.get_events({i for pair in wanted.values() for i in pair if i})
+        for g, (hv_id, member_id) in wanted.items():
+            hv = events.get(hv_id) if hv_id else None
+            mem = events.get(member_id) if member_id else None
+            out[g] = (_visibility_value(hv.content.get("history_visibility")) if hv is not None
+                      else "shared",
+                      mem.membership if mem is not None else None)
+            if (hv_id is None or hv is not None) and (member_id is None or mem is not None):
+                # (not remembered while an event it names is missing: it may arrive)
+                self._memo[(g, user_id)] = out[g]
+        while len(self._memo) > _MEMO_SIZE:
+            self._memo.popitem(last=False)
+        return out
 
     async def _state_values(self, rows: Sequence[EventRow], user_id: str
                             ) -> dict[str, tuple[list[str], list[str | None]]]:
@@ -37,23 +75,12 @@ class Visibility:
         event also counts with its own new value, and the reader's own membership event with
         the membership it sets: the spec lets either side of such a change grant visibility
         (so one sees one's own leave, and the change to world_readable itself)."""
-        groups = {r.state_group_before for r in rows if r.state_group_before is not None}
-        wanted: dict[int, tuple[str | None, str | None]] = {}
-        for g in groups:
-            state = await self.store.get_state_group(g)
-            wanted[g] = (state.get(("m.room.history_visibility", "")), state.get(("m.room.member", user_id)))
-        ids = {i for pair in wanted.values() for i in pair if i}
-        events = await self.store.get_events(ids)
+        at = await self._at_groups(
+            {r.state_group_before for r in rows if r.state_group_before is not None}, user_id)
         out: dict[str, tuple[list[str], list[str | None]]] = {}
         for r in rows:
-            vis, membership = "shared", None
-            pair = wanted.get(r.state_group_before) if r.state_group_before is not None else None
-            if pair:
-                hv = events.get(pair[0]) if pair[0] else None
-                if hv is not None:
-                    vis = _visibility_value(hv.content.get("history_visibility"))
-                mem = events.get(pair[1]) if pair[1] else None
-                membership = mem.membership if mem is not None else None
+            vis, membership = at.get(r.state_group_before, ("shared", None)) \
+                if r.state_group_before is not None else ("shared", None)
             ev = r.event
             visibilities, memberships = [vis], [membership]
             if ev.type == "m.room.history_visibility" and ev.state_key == "":

@@ -175,7 +175,8 @@ class SyncHandler:
         # the state groups it reads are loaded together first.
         page_rows = [r for rows, _ in timelines.values() for r in rows]
         await self.events.get_state_groups(
-            {r.state_group_before for r in page_rows if r.state_group_before is not None})
+            {r.state_group_before for r in page_rows if r.state_group_before is not None},
+            copy=False)
         visible = {r.event.event_id for r in await self.visibility.filter_for_user(user_id, page_rows)}
         filled: list[_Timeline] = []
         for room_id in afters:
@@ -287,11 +288,12 @@ class SyncHandler:
             else:
                 start_groups[t.room_id] = groups_now.get(t.room_id)
         maps = await self.events.get_state_groups(
-            [g for g in (*start_groups.values(), *groups_since.values()) if g is not None])
+            [g for g in (*start_groups.values(), *groups_since.values()) if g is not None],
+            copy=False)
         state_ids_by_room: dict[str, dict] = {}
         for t in timelines:
             g = start_groups[t.room_id]
-            state_at_start = dict(maps[g]) if g is not None else {}
+            state_at_start = maps[g] if g is not None else {}  # read only: not copied
             if t.newly_joined:
                 state_ids = state_at_start
             elif t.state_gap:
