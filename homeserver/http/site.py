@@ -314,23 +314,25 @@ class MatrixResource(resource.Resource):
                     note: str = "") -> None:
         if not access_logger.isEnabledFor(logging.INFO):
             return
-        who = "-"
-        if raw.requester is not None:
-            who = f"{raw.requester.user_id}/{raw.requester.device_id}"
-        elif req.origin is not None:
-            who = f"server:{req.origin}"
-        uri = redact_uri(raw.uri.decode("ascii", "replace"))
-        proto = raw.clientproto.decode("ascii", "replace").rsplit("/", 1)[-1]
-        args = (req.ip, who, req.method, uri, proto, status, size,
-                (time.monotonic() - raw.start_time) * 1000, req.user_agent, note)
-        if self.burst.active:
-            self.burst.later(_write_access_line, args, time.time())
+        elapsed_ms = (time.monotonic() - raw.start_time) * 1000
+        if self.burst.active:  # the line is made and written when the burst ends
+            self.burst.later(_write_access_line, raw, req, status, size, note, elapsed_ms,
+                             time.time())
         else:
-            _write_access_line(args)
+            _write_access_line(raw, req, status, size, note, elapsed_ms)
 
 
-def _write_access_line(args: tuple[Any, ...], created: float | None = None) -> None:
-    """One access-log line; ``created``: when it was made, for a line written later."""
+def _write_access_line(raw: MatrixRequest, req: HttpRequest, status: int, size: int, note: str,
+                       elapsed_ms: float, created: float | None = None) -> None:
+    """One access-log line; ``created``: when the request ended, for a line written later."""
+    who = "-"
+    if raw.requester is not None:
+        who = f"{raw.requester.user_id}/{raw.requester.device_id}"
+    elif req.origin is not None:
+        who = f"server:{req.origin}"
+    uri = redact_uri(raw.uri.decode("ascii", "replace"))
+    proto = raw.clientproto.decode("ascii", "replace").rsplit("/", 1)[-1]
+    args = (req.ip, who, req.method, uri, proto, status, size, elapsed_ms, req.user_agent, note)
     record = access_logger.makeRecord(access_logger.name, logging.INFO, __file__, 0,
                                       '%s - %s "%s %s HTTP/%s" %d %dB %.1fms "%s"%s', args, None)
     if created is not None:
