@@ -144,3 +144,26 @@ def test_garbage_collection_waits_for_the_end_of_a_burst() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_a_long_burst_stops_holding_at_its_deadline(polls: LongPolls,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A burst longer than MAX_HOLD_S (a very large room) releases what it holds and holds
+    nothing more: the clients' next requests are read again, the log written, the collector on."""
+    import gc
+
+    from homeserver.http import burst as burst_module
+    now = [1000.0]
+    monkeypatch.setattr(burst_module.time, "monotonic", lambda: now[0])
+    polls.burst.begin()
+    channel, t = polls.connect()
+    channel.dataReceived(request("GET", "/now"))
+    assert t.producerState == "paused" and not gc.isenabled()
+    now[0] += burst_module.MAX_HOLD_S + 0.01
+    assert not polls.burst.active  # past the deadline
+    assert t.producerState == "producing" and gc.isenabled()
+    other, t2 = polls.connect()
+    other.dataReceived(request("GET", "/now"))
+    assert t2.producerState == "producing"  # not held any more
+    polls.burst.end()
+    assert gc.isenabled()
