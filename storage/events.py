@@ -423,8 +423,13 @@ class EventStore:
         return out
 
     async def event_id_for_txn(self, txn_key: str) -> str | None:
-        rows = await self.db.query("SELECT event_id FROM events WHERE txn_key = ?", (txn_key,))
-        return rows[0][0] if rows else None
+        return await self.db.run("event_id_for_txn", self.event_id_for_txn_txn, txn_key)
+
+    @staticmethod
+    def event_id_for_txn_txn(txn: Transaction, txn_key: str) -> str | None:
+        """The event a client transaction id already made, if any."""
+        row = txn.query_one("SELECT event_id FROM events WHERE txn_key = ?", (txn_key,))
+        return row[0] if row else None
 
     # --- state ---------------------------------------------------------------------------------
 

@@ -72,13 +72,11 @@ class EventCreator:
                 # events therefore never repeat (the lock orders them).
                 now = max(now, self._last_create_ts + 1)
                 self._last_create_ts = now
-            if txn_key is not None:
+            if txn_key is not None and exchange is not None:
+                # (another server would be asked to countersign a repeat: look first)
                 existing = await self.store.event_id_for_txn(txn_key)
                 if existing is not None:
-                    row = await self.store.get_event_row(existing)
-                    assert row is not None
-                    return PersistedEvent(row.event, row.stream_ordering, row.state_group_before,
-                                          row.state_group_after)
+                    return await self._made_before(existing)
             if event_type == "m.room.create":
                 prevs, state, group = [], {}, None
             else:
@@ -109,7 +107,14 @@ class EventCreator:
             if exchange is not None:
                 event = await exchange(event)
 
-            def persist(txn: Any) -> PersistedEvent:
+            def persist(txn: Any) -> PersistedEvent | str:
+                # A repeated transaction id (a client retrying) gets the event it made before:
+                # looked up here, in the transaction, rather than in a round trip of its own
+                # before the event is built (the event lock is held all along).
+                if txn_key is not None:
+                    existing = self.store.event_id_for_txn_txn(txn, txn_key)
+                    if existing is not None:
+                        return existing
                 if event_type == "m.room.create":
                     self.store.store_room_txn(txn, event.room_id, rv.identifier,
                                               new_room_creator or sender, now)
@@ -117,8 +122,16 @@ class EventCreator:
                                               txn_key=txn_key, now=now,
                                               fresh=exchange is None)
             persisted = await self.store.db.run("persist_event", persist)
+        if isinstance(persisted, str):
+            return await self._made_before(persisted)
         self._tell_listeners(persisted)
         return persisted
+
+    async def _made_before(self, event_id: str) -> PersistedEvent:
+        row = await self.store.get_event_row(event_id)
+        assert row is not None
+        return PersistedEvent(row.event, row.stream_ordering, row.state_group_before,
+                              row.state_group_after)
 
     def _tell_listeners(self, persisted: PersistedEvent) -> None:
         for listener in self.listeners:
