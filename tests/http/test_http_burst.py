@@ -8,9 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 
 from homeserver.config import RateLimit
 from homeserver.http.burst import Burst
@@ -18,13 +16,14 @@ from homeserver.http.ratelimit import RateLimiter
 from homeserver.http.router import AUTH_NONE, Router
 from homeserver.http.site import HttpRequest, MatrixResource, make_site
 from homeserver.notifier import _WAKE_CHUNK, Notifier
-from tests.http.test_http_site import FakeAuth, parse, request
+from tests.http.test_http_site import FakeAuth, Server, parse, request
 
 
-class LongPolls:
-    """GET /wait/{user} waits on the notifier (like a /sync long-poll); GET /now answers at once."""
+class LongPolls(Server):
+    """GET /wait/{user} waits on the notifier (like a /sync long-poll); GET /now answers at once.
+    (``connect`` as the site tests' server.)"""
 
-    def __init__(self) -> None:
+    def __init__(self) -> None:  # (its own routes: Server.__init__ is not called)
         self.clock = Clock()
         self.burst = Burst()
         self.notifier = Notifier(self.clock, self.burst)
@@ -41,13 +40,6 @@ class LongPolls:
         resource = MatrixResource(router, FakeAuth(), RateLimiter(RateLimit(1000, 1000)),  # type: ignore[arg-type]
                                   burst=self.burst)
         self.site = make_site(resource, json_limit=1024, upload_limit=1024)
-
-    def connect(self) -> tuple[Any, StringTransport]:
-        channel = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 8008))
-        channel.callLater = self.clock.callLater
-        transport = StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.7", 5555))
-        channel.makeConnection(transport)
-        return channel, transport
 
 
 @pytest.fixture
