@@ -218,18 +218,19 @@ async def build_router(config: Config, db: Database, clock: Clock, signing_key: 
             if ev.type == "m.room.member" and ev.state_key:
                 users.add(ev.state_key)  # the target hears of their own invite, kick or ban
             waiting = notifier.waiting_among(users)
-            if waiting:  # answers first from here: the burst goes on through the wake-up
-                burst.begin()
+            if not waiting:
+                notifier.notify("events", persisted.stream_ordering, users=users)
+                return
+            burst.begin()  # answers first from here: the burst goes on through the wake-up
             try:
-                for ready in before_wake if waiting else ():
+                for ready in before_wake:
                     try:
                         await ready(ev.room_id, waiting)
                     except Exception:  # only a head start: the requests are woken regardless
                         logger.exception("preparing the /sync wake-up for %s failed", ev.event_id)
                 notifier.notify("events", persisted.stream_ordering, users=users)
             finally:
-                if waiting:
-                    burst.end()
+                burst.end()
         defer.ensureDeferred(wake()).addErrback(
             lambda f: logger.error("waking /sync for %s failed: %s", persisted.event.event_id, f))
     creator.listeners.append(wake_for_event)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from typing import Any, Awaitable, Callable, Iterable
 
-
 from storage.batching import TurnBatch
 from storage.events import EventRow
 from storage.notifications import UNTHREADED, NotificationStore
